@@ -1,0 +1,1 @@
+"""The curation app: experiments, generations, samples, raters, votes and discriminators."""

@@ -1,0 +1,106 @@
+"""Real datasets in storage, their arrays, and the models fitted once on them: the reference
+classifier (metrics' feature space, groups) and the simulated raters' classifier."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+
+from curation.images import encode_png, media_path, read_images, sha256, write_atomically
+from curation.ml.metrics import real_floor_frechet_distance
+from curation.ml.raters import RaterModel
+from curation.ml.reference import ReferenceClassifier
+from curation.models import RealDataset, RealImage
+from training.data import NO_LABEL, load_digits_dataset
+
+MODEL_VERSION = 1
+
+
+def ensure_digits_dataset() -> RealDataset:
+    """The embedded default: scikit-learn's digits, stored once as PNGs with labels."""
+    existing = RealDataset.objects.filter(name="digits").first()
+    if existing is not None and existing.image_count == existing.images.count() > 0:
+        return existing
+    data = load_digits_dataset()
+    return import_arrays(name="digits", source="sklearn.datasets.load_digits", images=data.images, labels=data.labels)
+
+
+def import_arrays(*, name: str, source: str, images: np.ndarray, labels: np.ndarray) -> RealDataset:
+    _, channels, height, width = images.shape
+    with transaction.atomic():
+        dataset, _ = RealDataset.objects.update_or_create(
+            name=name, defaults={"source": source, "channels": channels, "height": height, "width": width}
+        )
+        rows = []
+        for index, (image, label) in enumerate(zip(images, labels)):
+            data = encode_png(image)
+            path = write_atomically(f"datasets/{dataset.pk}/{index:06d}.png", data)
+            rows.append(
+                RealImage(
+                    dataset=dataset,
+                    index=index,
+                    label=None if label == NO_LABEL else int(label),
+                    image=path,
+                    sha256=sha256(data),
+                )
+            )
+        RealImage.objects.bulk_create(rows, ignore_conflicts=True)
+        dataset.image_count = dataset.images.count()
+        dataset.save(update_fields=["image_count"])
+    return dataset
+
+
+@dataclass(frozen=True)
+class RealArrays:
+    ids: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+
+    def subset(self, ids) -> np.ndarray:
+        position = {int(i): n for n, i in enumerate(self.ids)}
+        return self.images[[position[int(i)] for i in ids]]
+
+
+@functools.lru_cache(maxsize=4)
+def real_arrays(dataset_id: int) -> RealArrays:
+    dataset = RealDataset.objects.get(pk=dataset_id)
+    rows = list(dataset.images.order_by("index").values_list("pk", "image", "label"))
+    images = read_images([r[1] for r in rows], dataset.channels)
+    labels = np.array([NO_LABEL if r[2] is None else r[2] for r in rows], dtype=np.int64)
+    return RealArrays(ids=np.array([r[0] for r in rows]), images=images, labels=labels)
+
+
+@dataclass
+class RealModels:
+    reference: ReferenceClassifier
+    rater_model: RaterModel
+    real_features: np.ndarray
+    class_proportions: dict
+    real_floor: dict
+
+
+@functools.lru_cache(maxsize=4)
+def real_models(dataset_id: int) -> RealModels:
+    """Fitted once per dataset, stored beside its images, loaded from there afterwards."""
+    path = media_path(f"datasets/{dataset_id}/real-models-v{MODEL_VERSION}.pkl")
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    arrays = real_arrays(dataset_id)
+    reference = ReferenceClassifier.fit(arrays.images, arrays.labels, seed=0)
+    groups = reference.predict(arrays.images) if np.any(arrays.labels == NO_LABEL) else arrays.labels
+    rater_model = RaterModel.fit(arrays.images, groups, seed=0)
+    real_features = reference.features(arrays.images)
+    values, counts = np.unique(groups, return_counts=True)
+    models = RealModels(
+        reference=reference,
+        rater_model=rater_model,
+        real_features=real_features,
+        class_proportions={int(v): float(c) / len(groups) for v, c in zip(values, counts)},
+        real_floor={"fd": real_floor_frechet_distance(real_features), "samples_per_half": len(groups) // 2},
+    )
+    write_atomically(str(path.relative_to(media_path(""))), pickle.dumps(models))
+    return models

@@ -1,0 +1,117 @@
+"""Curation: which samples are accepted into the next generation's training data, and why.
+
+Policies: `none` accepts everything (the MAD baseline); `human` accepts what the votes accept;
+`discriminator` accepts what the vote-trained discriminator scores at or above the threshold;
+`human+discriminator` takes the votes where a sample has them and the discriminator elsewhere.
+
+The diversity guard, which any policy can switch on, keeps curation from starving the rare modes:
+keeping only confident samples trades diversity for quality, and whole classes vanish. With the
+guard, the number the policy would accept is shared out among groups (predicted class or cluster) in
+the real data's proportions; each group takes its best-scored samples that pass the threshold, and
+where a group falls short, its best remaining samples down to `guard_floor` fill the gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+POLICIES = ("none", "human", "discriminator", "human+discriminator")
+REASONS = ("all", "human", "discriminator", "both", "guard")
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    policy: str = "human+discriminator"
+    threshold: float = 0.5
+    diversity_guard: bool = False
+    guard_floor: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown curation policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"the acceptance threshold must be within [0, 1], not {self.threshold}")
+        if not 0.0 <= self.guard_floor <= self.threshold:
+            raise ValueError("the guard floor must lie between 0 and the acceptance threshold")
+
+    @property
+    def needs_discriminator(self) -> bool:
+        return self.policy in ("discriminator", "human+discriminator")
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: np.ndarray  # bool (N,)
+    reason: np.ndarray  # str (N,): one of REASONS where accepted, "" where not
+    score: np.ndarray  # float (N,): the score the decision ranked by; NaN where there was none
+
+
+def curate(
+    config: CurationConfig,
+    *,
+    vote_share: np.ndarray,
+    discriminator_score: np.ndarray,
+    groups: np.ndarray,
+    group_proportions: dict,
+    seed: int = 0,
+) -> Decision:
+    """Decide every sample. `vote_share` is the up-vote fraction (NaN where a sample lacks its votes);
+    `discriminator_score` is P(accept) (NaN where there is no discriminator)."""
+    count = len(vote_share)
+    voted = ~np.isnan(vote_share)
+    if config.policy == "none":
+        # No signal: rank at random so the guard (if on) draws each group's quota uniformly.
+        score = np.random.default_rng(seed).random(count)
+        accepted = np.ones(count, dtype=bool)
+        reason = np.full(count, "all", dtype=object)
+    elif config.policy == "human":
+        score = vote_share.copy()
+        accepted = voted & (score >= config.threshold)
+        reason = np.where(accepted, "human", "").astype(object)
+    elif config.policy == "discriminator":
+        score = discriminator_score.copy()
+        accepted = ~np.isnan(score) & (score >= config.threshold)
+        reason = np.where(accepted, "discriminator", "").astype(object)
+    else:
+        score = np.where(voted, vote_share, discriminator_score)
+        accepted = ~np.isnan(score) & (score >= config.threshold)
+        agrees = voted & (discriminator_score >= config.threshold)
+        reason = np.where(accepted, np.where(voted, np.where(agrees, "both", "human"), "discriminator"), "")
+        reason = reason.astype(object)
+
+    if config.diversity_guard:
+        accepted, reason = _apply_guard(config, score, accepted, reason, groups, group_proportions)
+    return Decision(accepted=accepted, reason=reason, score=score)
+
+
+def quotas(total: int, proportions: dict) -> dict:
+    """Share `total` among groups in the given proportions, largest remainders first, summing exactly."""
+    keys = list(proportions)
+    weights = np.array([proportions[k] for k in keys], dtype=float)
+    weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(keys), 1.0 / len(keys))
+    exact = weights * total
+    base = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - base), kind="stable")[: total - base.sum()]:
+        base[i] += 1
+    return dict(zip(keys, base.tolist()))
+
+
+def _apply_guard(config, score, accepted, reason, groups, group_proportions):
+    target = int(accepted.sum())
+    new_accepted = np.zeros_like(accepted)
+    new_reason = np.full(len(accepted), "", dtype=object)
+    ranked_score = np.where(np.isnan(score), -np.inf, score)
+    for group, quota in quotas(target, group_proportions).items():
+        members = np.flatnonzero(groups == group)
+        members = members[np.argsort(-ranked_score[members], kind="stable")]
+        passing = members[accepted[members]][:quota]
+        new_accepted[passing] = True
+        new_reason[passing] = reason[passing]
+        shortfall = quota - len(passing)
+        if shortfall > 0:
+            rescue = [i for i in members if not accepted[i] and ranked_score[i] >= config.guard_floor][:shortfall]
+            new_accepted[rescue] = True
+            new_reason[rescue] = "guard"
+    return new_accepted, new_reason

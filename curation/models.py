@@ -1,0 +1,216 @@
+"""The loop's records: real data, experiments, generations, samples, raters, votes, discriminators."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class RealDataset(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(max_length=100, help_text="Where the images came from, e.g. sklearn load_digits.")
+    channels = models.PositiveSmallIntegerField()
+    height = models.PositiveSmallIntegerField()
+    width = models.PositiveSmallIntegerField()
+    image_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RealImage(models.Model):
+    dataset = models.ForeignKey(RealDataset, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveIntegerField()
+    label = models.IntegerField(null=True, blank=True)
+    image = models.FileField(max_length=300)
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "index"], name="unique_real_image_index")]
+        ordering = ["dataset", "index"]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name}[{self.index}]"
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        RUNNING = "running"
+        PAUSED = "paused"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    name = models.CharField(max_length=200)
+    dataset = models.ForeignKey(RealDataset, on_delete=models.PROTECT, related_name="experiments")
+    config = models.JSONField(help_text="ExperimentConfig.to_dict(): every loop setting.")
+    # The seeded split of the real data: ids G0 trains on, and the fresh-data reservoir in draw order.
+    real_pool = models.JSONField(default=list)
+    real_reservoir = models.JSONField(default=list)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Metrics of the real data against itself, the floor any generation can reach.
+    real_floor = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def loop_config(self):
+        from curation.ml.experiment_config import ExperimentConfig
+
+        return ExperimentConfig.from_dict(self.config)
+
+
+class Generation(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        TRAINING = "training"
+        SAMPLING = "sampling"
+        RATING = "rating"
+        CURATING = "curating"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="generations")
+    index = models.PositiveIntegerField()
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    error = models.TextField(blank=True)
+    failed_step = models.CharField(max_length=20, blank=True, help_text="The state to resume from on retry.")
+    progress_fraction = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    progress_updated_at = models.DateTimeField(null=True, blank=True)
+    checkpoint_dir = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True)
+    training_mix = models.JSONField(default=dict, blank=True, help_text="Counts of real and synthetic training images.")
+    metrics = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds spent in each step.")
+    grid_image = models.FileField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["experiment", "index"], name="unique_generation_index")]
+        ordering = ["experiment", "index"]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} G{self.index}"
+
+
+class TrainingMember(models.Model):
+    """One image in the training set a generation's model was trained on."""
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="training_members")
+    real_image = models.ForeignKey(RealImage, null=True, blank=True, on_delete=models.PROTECT)
+    sample = models.ForeignKey("Sample", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    fresh = models.BooleanField(default=False, help_text="A real image newly drawn from the reservoir.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(real_image__isnull=False, sample__isnull=True) | Q(real_image__isnull=True, sample__isnull=False)),
+                name="training_member_is_real_or_synthetic",
+            ),
+            models.UniqueConstraint(fields=["generation", "real_image"], name="unique_training_real"),
+            models.UniqueConstraint(fields=["generation", "sample"], name="unique_training_sample"),
+        ]
+
+
+class Sample(models.Model):
+    class AcceptReason(models.TextChoices):
+        NONE = "", "rejected or undecided"
+        ALL = "all", "no curation"
+        HUMAN = "human", "human votes"
+        DISCRIMINATOR = "discriminator", "discriminator"
+        BOTH = "both", "votes and discriminator"
+        GUARD = "guard", "diversity guard"
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="samples")
+    index = models.PositiveIntegerField()
+    seed = models.BigIntegerField()
+    sampler = models.CharField(max_length=30)
+    steps = models.PositiveIntegerField()
+    temperature = models.FloatField()
+    image = models.FileField(max_length=300)
+    sha256 = models.CharField(max_length=64)
+    predicted_class = models.IntegerField(null=True, blank=True, help_text="By the reference classifier.")
+    to_rate = models.BooleanField(default=False, help_text="Within the generation's rating budget.")
+    vote_share = models.FloatField(null=True, blank=True, help_text="Up-votes / votes, once complete.")
+    discriminator_score = models.FloatField(null=True, blank=True)
+    accepted = models.BooleanField(null=True, blank=True)
+    accept_reason = models.CharField(max_length=20, choices=AcceptReason.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["generation", "index"], name="unique_sample_index")]
+        indexes = [models.Index(fields=["generation", "accepted"])]
+        ordering = ["generation", "index"]
+
+    def __str__(self) -> str:
+        return f"{self.generation} #{self.index}"
+
+
+class Rater(models.Model):
+    class Kind(models.TextChoices):
+        HUMAN = "human"
+        SIMULATED = "simulated"
+
+    name = models.CharField(max_length=150, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    simulation = models.JSONField(default=dict, blank=True, help_text="SimulatedRaterConfig of a simulated rater.")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="simulated") | Q(user__isnull=False), name="human_rater_has_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Vote(models.Model):
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="votes")
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="votes")
+    up = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rater", "sample"], name="one_vote_per_rater_and_sample")]
+
+    def __str__(self) -> str:
+        return f"{self.rater} {'up' if self.up else 'down'} {self.sample}"
+
+
+class DiscriminatorVersion(models.Model):
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="discriminators")
+    version = models.PositiveIntegerField()
+    features = models.CharField(max_length=300)
+    model_file = models.FileField(max_length=300)
+    vote_count = models.PositiveIntegerField(help_text="Voted samples it was fitted on.")
+    accuracy = models.FloatField(null=True, blank=True, help_text="On held-out votes.")
+    auc = models.FloatField(null=True, blank=True, help_text="On held-out votes.")
+    train_count = models.PositiveIntegerField()
+    held_out_count = models.PositiveIntegerField()
+    positive_rate = models.FloatField()
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["generation", "version"], name="unique_discriminator_version")]
+        ordering = ["generation", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.generation} discriminator v{self.version}"

@@ -1,0 +1,387 @@
+"""The loop's steps for one generation: train, sample, rate, curate; then the next generation.
+
+A generation moves pending -> training -> sampling -> rating -> curating -> done. Each step is
+idempotent: it checks the state, keys its writes (unique generation+index, atomic file renames,
+resumable checkpoints), and a step run twice finishes the work without doubling it. Celery tasks
+and the `run_experiment` command both call `run_step`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from curation.datasets import real_arrays, real_models
+from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
+from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
+from curation.ml.metrics import sample_metrics
+from curation.ml.policy import curate
+from curation.ml.raters import simulated_votes
+from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
+from curation.progress import GenerationProgress
+from curation.services import CurationError, cast_vote, simulated_rater
+from generation.sampling import sample_images, sample_seed
+from training.mix import ReservoirExhausted, build_mix
+from training.train import train_unet
+
+logger = logging.getLogger(__name__)
+State = Generation.State
+GRID_SAMPLES = 128
+# Keys that separate the seeds of stored samples, metric-only samples and rating order.
+SAMPLE_KEY, METRIC_KEY, RATING_ORDER_KEY, TRAIN_KEY = 1, 2, 3, 4
+
+
+def run_step(generation_id: int, *, bar: bool = False) -> Generation:
+    """Carry out the step the generation is in, and return it in its new state."""
+    generation = Generation.objects.select_related("experiment").get(pk=generation_id)
+    if generation.state in (State.DONE, State.FAILED, State.CANCELLED):
+        return generation
+    if generation.experiment.status != Experiment.Status.RUNNING:
+        return generation
+    step = STEPS[generation.state]
+    _configure_torch()
+    started = time.monotonic()
+    try:
+        step(generation, bar=bar)
+    except Exception as error:
+        fail_generation(generation, error)
+        raise
+    generation.refresh_from_db()
+    timings = dict(generation.timings)
+    name = step.__name__.removesuffix("_step")
+    timings[name] = round(timings.get(name, 0.0) + time.monotonic() - started, 3)
+    Generation.objects.filter(pk=generation.pk).update(timings=timings)
+    generation.timings = timings
+    return generation
+
+
+def run_generation(generation_id: int, *, bar: bool = False) -> Generation:
+    """All of a generation's steps that need no human, in order."""
+    generation = Generation.objects.get(pk=generation_id)
+    while generation.state not in (State.DONE, State.FAILED, State.CANCELLED):
+        before = generation.state
+        generation = run_step(generation.pk, bar=bar)
+        if generation.state == before:  # waiting for human votes, or the experiment was paused
+            break
+    return generation
+
+
+def fail_generation(generation: Generation, error: Exception) -> None:
+    message = str(error) or error.__class__.__name__
+    logger.exception("generation %s failed in %s", generation, generation.state)
+    with transaction.atomic():
+        Generation.objects.filter(pk=generation.pk).update(
+            state=State.FAILED, failed_step=generation.state, error=message[:2000]
+        )
+        Experiment.objects.filter(pk=generation.experiment_id).update(status=Experiment.Status.FAILED)
+
+
+def _configure_torch() -> None:
+    if settings.OUROBOROS_TORCH_THREADS:
+        torch.set_num_threads(settings.OUROBOROS_TORCH_THREADS)
+
+
+def _set_state(generation: Generation, state: str, **fields) -> None:
+    Generation.objects.filter(pk=generation.pk).update(state=state, **fields)
+    generation.state = state
+
+
+def _checkpoint_dir(generation: Generation) -> str:
+    return f"experiments/{generation.experiment_id}/g{generation.index:03d}/checkpoint"
+
+
+def training_images(generation: Generation) -> np.ndarray:
+    experiment = generation.experiment
+    members = list(generation.training_members.values_list("real_image_id", "sample__image"))
+    real_ids = [r for r, _ in members if r is not None]
+    sample_paths = [p for r, p in members if r is None]
+    parts = [real_arrays(experiment.dataset_id).subset(real_ids)] if real_ids else []
+    if sample_paths:
+        parts.append(read_images(sample_paths, experiment.dataset.channels))
+    return np.concatenate(parts) if parts else np.empty((0,))
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def train_step(generation: Generation, *, bar: bool = False) -> None:
+    _set_state(generation, State.TRAINING)
+    config = generation.experiment.loop_config
+    train_config = dataclasses.replace(
+        config.train,
+        seed=sample_seed(config.seed, TRAIN_KEY, generation.index),
+        device=settings.OUROBOROS_DEVICE,
+    )
+    relative = _checkpoint_dir(generation)
+    with GenerationProgress(generation, "training", bar=bar) as progress:
+        result = train_unet(
+            training_images(generation),
+            model_config=config.model,
+            train_config=train_config,
+            checkpoint_dir=media_path(relative),
+            progress=progress,
+        )
+    _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256)
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def sample_step(generation: Generation, *, bar: bool = False) -> None:
+    experiment = generation.experiment
+    config = experiment.loop_config
+    sample_config = dataclasses.replace(config.sample, device=settings.OUROBOROS_DEVICE)
+    count = config.samples_per_generation
+    existing = set(generation.samples.values_list("index", flat=True))
+    missing = [i for i in range(count) if i not in existing]
+    rating_order = np.random.default_rng(sample_seed(config.seed, RATING_ORDER_KEY, generation.index)).permutation(count)
+    to_rate = set(rating_order[: config.rating.rating_budget].tolist())
+    models = real_models(experiment.dataset_id)
+    checkpoint = media_path(generation.checkpoint_dir)
+
+    with GenerationProgress(generation, "sampling", bar=bar) as progress:
+        seeds = [sample_seed(config.seed, SAMPLE_KEY, generation.index, i) for i in missing]
+        images = sample_images(checkpoint, seeds, sample_config, progress=progress) if missing else None
+    if missing:
+        predicted = models.reference.predict(images)
+        rows = []
+        for position, index in enumerate(missing):
+            data = encode_png(images[position])
+            path = write_atomically(f"experiments/{experiment.pk}/g{generation.index:03d}/samples/{index:05d}.png", data)
+            rows.append(
+                Sample(
+                    generation=generation,
+                    index=index,
+                    seed=seeds[position],
+                    sampler=sample_config.sampler,
+                    steps=sample_config.steps,
+                    temperature=sample_config.temperature,
+                    image=path,
+                    sha256=sha256(data),
+                    predicted_class=int(predicted[position]),
+                    to_rate=index in to_rate,
+                )
+            )
+        Sample.objects.bulk_create(rows, ignore_conflicts=True)
+
+    stored = generation.samples.order_by("index")
+    stored_images = read_images(stored.values_list("image", flat=True), experiment.dataset.channels)
+    metric_images = stored_images[: config.metric_samples]
+    extra = config.metric_samples - len(metric_images)
+    if extra > 0:
+        # Too few stored samples for stable metrics: draw more, only for measuring.
+        with GenerationProgress(generation, "sampling for metrics", bar=bar) as progress:
+            seeds = [sample_seed(config.seed, METRIC_KEY, generation.index, i) for i in range(extra)]
+            metric_images = np.concatenate([metric_images, sample_images(checkpoint, seeds, sample_config, progress)])
+    metrics = dict(generation.metrics)
+    metrics.update(sample_metrics(models.reference, models.real_features, metric_images))
+    grid = write_atomically(
+        f"experiments/{experiment.pk}/g{generation.index:03d}/grid.png", grid_png(stored_images[:GRID_SAMPLES])
+    )
+    _set_state(generation, State.RATING, metrics=metrics, grid_image=grid)
+
+
+# --- rating -------------------------------------------------------------------------------------
+
+
+def rate_step(generation: Generation, *, bar: bool = False) -> None:
+    """Simulated raters vote now, through the same service as humans; human rating waits for people."""
+    config = generation.experiment.loop_config
+    if config.rating.raters == "simulated":
+        _simulate_votes(generation, config, bar=bar)
+    if rating_complete(generation):
+        _set_state(generation, State.CURATING)
+
+
+def rating_complete(generation: Generation) -> bool:
+    needed = generation.experiment.loop_config.rating.votes_per_sample
+    short = (
+        generation.samples.filter(to_rate=True)
+        .annotate(vote_count=Count("votes"))
+        .filter(vote_count__lt=needed)
+        .exists()
+    )
+    return not short
+
+
+def _simulate_votes(generation: Generation, config, *, bar: bool) -> None:
+    panel = config.rating.panel
+    raters = [simulated_rater(config=c) for c in panel]
+    samples = list(generation.samples.filter(to_rate=True).order_by("index"))
+    if not samples:
+        return
+    images = read_images([s.image.name for s in samples], generation.experiment.dataset.channels)
+    confidence = real_models(generation.experiment.dataset_id).rater_model.confidence(images)
+    keys = np.array([s.pk for s in samples])
+    verdicts = [simulated_votes(confidence, keys, rater_config) for rater_config in panel]
+    already = set(Vote.objects.filter(sample__in=samples).values_list("rater_id", "sample_id"))
+    with GenerationProgress(generation, "rating", bar=bar) as progress:
+        for n, sample_row in enumerate(samples):
+            # Each sample's votes come from `votes_per_sample` distinct raters, rotating through the panel.
+            for k in range(config.rating.votes_per_sample):
+                which = (sample_row.index + k) % len(panel)
+                if (raters[which].pk, sample_row.pk) not in already:
+                    cast_vote(rater=raters[which], sample=sample_row, up=bool(verdicts[which][n]))
+            if (n + 1) % 16 == 0 or n + 1 == len(samples):
+                progress(n + 1, len(samples), f"votes on {n + 1}/{len(samples)} samples")
+
+
+# --- curating -----------------------------------------------------------------------------------
+
+
+def curate_step(generation: Generation, *, bar: bool = False) -> None:
+    experiment = generation.experiment
+    config = experiment.loop_config
+    models = real_models(experiment.dataset_id)
+    samples = list(generation.samples.order_by("index"))
+    images = read_images([s.image.name for s in samples], experiment.dataset.channels)
+    features = image_features(images)
+
+    tallies = {
+        row["sample_id"]: (row["ups"], row["total"])
+        for row in Vote.objects.filter(sample__generation=generation)
+        .values("sample_id")
+        .annotate(ups=Count("pk", filter=Q(up=True)), total=Count("pk"))
+    }
+    needed = config.rating.votes_per_sample
+    vote_share = np.array(
+        [tallies[s.pk][0] / tallies[s.pk][1] if tallies.get(s.pk, (0, 0))[1] >= needed else np.nan for s in samples]
+    )
+    voted = ~np.isnan(vote_share)
+
+    discriminator = None
+    scores = np.full(len(samples), np.nan)
+    if voted.sum() > 0:
+        discriminator = _discriminator_for(generation, features[voted], vote_share[voted] >= 0.5, int(voted.sum()))
+        fitted = pickle.loads(media_path(discriminator.model_file.name).read_bytes())
+        scores = fitted.score(features)
+
+    groups = np.array([s.predicted_class for s in samples])
+    decision = curate(
+        config.curation,
+        vote_share=vote_share,
+        discriminator_score=scores if config.curation.needs_discriminator else np.full(len(samples), np.nan),
+        groups=groups,
+        group_proportions=models.class_proportions,
+        seed=sample_seed(config.seed, generation.index),
+    )
+    for n, row in enumerate(samples):
+        row.vote_share = None if np.isnan(vote_share[n]) else float(vote_share[n])
+        row.discriminator_score = None if np.isnan(scores[n]) else float(scores[n])
+        row.accepted = bool(decision.accepted[n])
+        row.accept_reason = decision.reason[n]
+
+    metrics = dict(generation.metrics)
+    metrics.update(_curation_metrics(samples, decision, vote_share, groups, models, discriminator))
+    with transaction.atomic():
+        Sample.objects.bulk_update(samples, ["vote_share", "discriminator_score", "accepted", "accept_reason"], batch_size=500)
+        _set_state(generation, State.DONE, metrics=metrics, finished_at=timezone.now(), progress_fraction=1.0,
+                   progress_message="done")
+        _continue_experiment(generation, config)
+
+
+def _discriminator_for(generation: Generation, features, accepted, vote_count: int) -> DiscriminatorVersion:
+    """The latest discriminator fitted on exactly these votes, or a new version fitted now."""
+    latest = generation.discriminators.order_by("-version").first()
+    if latest is not None and latest.vote_count == vote_count:
+        return latest
+    fit = fit_discriminator(features, accepted, seed=generation.index)
+    version = (latest.version + 1) if latest else 1
+    path = write_atomically(
+        f"experiments/{generation.experiment_id}/g{generation.index:03d}/discriminator-v{version}.pkl", pickle.dumps(fit)
+    )
+    return DiscriminatorVersion.objects.create(
+        generation=generation,
+        version=version,
+        features=f"64 pixels + {', '.join(FEATURE_NAMES)}; standardised logistic regression",
+        model_file=path,
+        vote_count=vote_count,
+        accuracy=fit.accuracy,
+        auc=fit.auc,
+        train_count=fit.train_count,
+        held_out_count=fit.held_out_count,
+        positive_rate=fit.positive_rate,
+        note=fit.note,
+    )
+
+
+def _curation_metrics(samples, decision, vote_share, groups, models, discriminator) -> dict:
+    accepted = decision.accepted
+    voted = ~np.isnan(vote_share)
+    per_class = {}
+    for group in models.class_proportions:
+        members = groups == group
+        per_class[str(group)] = float(accepted[members].mean()) if members.any() else None
+    reasons = Counter(r for r in decision.reason if r)
+    return {
+        "acceptance_rate": float(accepted.mean()) if len(accepted) else 0.0,
+        "accepted": int(accepted.sum()),
+        "acceptance_by_class": per_class,
+        "accept_reasons": dict(reasons),
+        "rated_samples": int(voted.sum()),
+        "vote_up_rate": float((vote_share[voted] >= 0.5).mean()) if voted.any() else None,
+        "discriminator_version": discriminator.version if discriminator else None,
+        "discriminator_accuracy": discriminator.accuracy if discriminator else None,
+        "discriminator_auc": discriminator.auc if discriminator else None,
+        "discriminator_note": discriminator.note if discriminator else "no votes",
+    }
+
+
+def _continue_experiment(generation: Generation, config) -> None:
+    experiment = generation.experiment
+    if generation.index + 1 >= config.generations:
+        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.DONE)
+        return
+    create_next_generation(generation, config)
+
+
+def create_next_generation(generation: Generation, config) -> Generation:
+    experiment = generation.experiment
+    next_generation, created = Generation.objects.get_or_create(experiment=experiment, index=generation.index + 1)
+    if not created:
+        return next_generation
+    accepted_by_generation: dict[int, list[int]] = {}
+    for index, sample_id in Sample.objects.filter(
+        generation__experiment=experiment, generation__index__lte=generation.index, accepted=True
+    ).values_list("generation__index", "pk"):
+        accepted_by_generation.setdefault(index, []).append(sample_id)
+    used = set(
+        TrainingMember.objects.filter(generation__experiment=experiment, fresh=True).values_list("real_image_id", flat=True)
+    )
+    try:
+        mix = build_mix(
+            config.mix,
+            pool=list(experiment.real_pool),
+            reservoir_unused=[i for i in experiment.real_reservoir if i not in used],
+            accepted_by_generation=accepted_by_generation,
+            last_generation=generation.index,
+            seed=config.seed,
+        )
+    except ReservoirExhausted as error:
+        raise CurationError(str(error)) from error
+    fresh = set(mix.fresh)
+    members = [TrainingMember(generation=next_generation, real_image_id=i, fresh=i in fresh) for i in mix.real]
+    members += [TrainingMember(generation=next_generation, sample_id=i) for ids in mix.synthetic.values() for i in ids]
+    TrainingMember.objects.bulk_create(members)
+    next_generation.training_mix = mix.summary()
+    next_generation.save(update_fields=["training_mix"])
+    return next_generation
+
+
+STEPS = {
+    State.PENDING: train_step,
+    State.TRAINING: train_step,
+    State.SAMPLING: sample_step,
+    State.RATING: rate_step,
+    State.CURATING: curate_step,
+}

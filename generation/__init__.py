@@ -1,0 +1,1 @@
+"""Sampling a generation's checkpoint: pure PyTorch/diffusers code, nothing here imports Django."""
