@@ -8,7 +8,9 @@ The diversity guard, which any policy can switch on, keeps curation from starvin
 keeping only confident samples trades diversity for quality, and whole classes vanish. With the
 guard, the number the policy would accept is shared out among groups (predicted class or cluster) in
 the real data's proportions; each group takes its best-scored samples that pass the threshold, and
-where a group falls short, its best remaining samples down to `guard_floor` fill the gap.
+where a group falls short, its best remaining samples down to `guard_floor` fill the gap. A quota
+that still cannot be filled stays empty: the guard keeps the proportions rather than handing the
+places back to the groups that already have their share.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""Curation policies accept what they should, and the diversity guard keeps the rare classes."""
+
+import numpy as np
+import pytest
+
+from curation.ml.policy import CurationConfig, curate, quotas
+
+NAN = np.nan
+
+
+def decide(policy, votes, scores, groups=None, proportions=None, **kwargs):
+    groups = np.zeros(len(votes), dtype=int) if groups is None else groups
+    return curate(
+        CurationConfig(policy=policy, **kwargs),
+        vote_share=np.array(votes, dtype=float),
+        discriminator_score=np.array(scores, dtype=float),
+        groups=groups,
+        group_proportions=proportions or {0: 1.0},
+    )
+
+
+def test_no_curation_accepts_everything():
+    decision = decide("none", [NAN, 0.0, 1.0], [NAN, NAN, NAN])
+    assert decision.accepted.all() and set(decision.reason) == {"all"}
+
+
+def test_human_curation_accepts_only_samples_voted_up():
+    decision = decide("human", [1.0, 0.34, NAN, 0.67], [0.9, 0.9, 0.9, 0.1])
+    assert decision.accepted.tolist() == [True, False, False, True]
+
+
+def test_discriminator_curation_ignores_votes():
+    decision = decide("discriminator", [0.0, 1.0, NAN], [0.8, 0.2, 0.6])
+    assert decision.accepted.tolist() == [True, False, True]
+    assert decision.reason.tolist() == ["discriminator", "", "discriminator"]
+
+
+def test_human_plus_discriminator_uses_votes_where_present_and_the_discriminator_elsewhere():
+    decision = decide("human+discriminator", [1.0, 0.0, NAN, NAN, 1.0], [0.9, 0.9, 0.7, 0.3, 0.1])
+    assert decision.accepted.tolist() == [True, False, True, False, True]
+    assert decision.reason.tolist() == ["both", "", "discriminator", "", "human"]
+
+
+def test_quotas_share_a_total_exactly_in_proportion():
+    shares = quotas(10, {0: 0.5, 1: 0.3, 2: 0.2})
+    assert shares == {0: 5, 1: 3, 2: 2}
+    assert sum(quotas(7, {0: 1 / 3, 1: 1 / 3, 2: 1 / 3}).values()) == 7
+
+
+def test_the_guard_keeps_a_rare_class_that_confident_curation_would_starve():
+    # 90 typical samples (class 0) score high; 10 rare ones (class 1) score just under the threshold.
+    groups = np.array([0] * 90 + [1] * 10)
+    scores = np.concatenate([np.linspace(0.6, 1.0, 90), np.linspace(0.3, 0.45, 10)])
+    votes = np.full(100, NAN)
+    proportions = {0: 0.8, 1: 0.2}
+    plain = decide("discriminator", votes, scores, groups, proportions)
+    assert plain.accepted[groups == 1].sum() == 0
+    guarded = decide("discriminator", votes, scores, groups, proportions, diversity_guard=True)
+    # Quotas of the 90 the policy accepted: 72 for class 0, 18 for class 1. Class 1 has only 10
+    # samples, all above the floor, so all are rescued and 8 places stay empty rather than going
+    # back to the class that already has its share.
+    assert guarded.accepted[groups == 1].sum() == 10
+    assert set(guarded.reason[groups == 1]) == {"guard"}
+    assert guarded.accepted[groups == 0].sum() == 72
+    assert guarded.accepted.sum() == 82
+    # The typical class keeps its best: the 72 accepted are its 72 highest scores.
+    kept = np.flatnonzero(guarded.accepted & (groups == 0))
+    assert scores[kept].min() >= np.sort(scores[groups == 0])[-72]
+
+
+def test_the_guard_never_accepts_below_its_floor():
+    groups = np.array([0] * 8 + [1] * 2)
+    scores = np.array([0.9] * 8 + [0.1, 0.1])
+    guarded = decide("discriminator", np.full(10, NAN), scores, groups, {0: 0.5, 1: 0.5}, diversity_guard=True)
+    assert not guarded.accepted[groups == 1].any()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"policy": "vibes"}, "unknown curation policy"),
+                                             ({"threshold": 2}, "threshold"), ({"guard_floor": 0.9}, "guard floor")])
+def test_bad_curation_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CurationConfig(**kwargs)

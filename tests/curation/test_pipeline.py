@@ -1,0 +1,123 @@
+"""The loop through Celery: samples, votes, discriminator versions, metrics and mixes per generation."""
+
+import json
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from curation import pipeline, tasks
+from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
+from curation.services import CurationError, create_experiment
+from tests.curation.factories import started_experiment
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+def test_a_two_generation_loop_through_celery_produces_everything_each_generation(tiny_config):
+    config = tiny_config.replace(**{"generations": 2, "mix.real_fraction": 0.5, "mix.train_size": 200})
+    experiment, generation = started_experiment(config)
+    tasks.enqueue(generation.pk)  # in-process Celery: runs the whole chain
+
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.DONE
+    generations = list(experiment.generations.order_by("index"))
+    assert [g.state for g in generations] == ["done", "done"]
+    for g in generations:
+        assert g.samples.count() == config.samples_per_generation
+        rated = g.samples.filter(to_rate=True)
+        assert rated.count() == config.rating.rating_budget
+        assert Vote.objects.filter(sample__generation=g).count() == config.rating.rating_budget * config.rating.votes_per_sample
+        assert DiscriminatorVersion.objects.filter(generation=g).count() == 1
+        assert g.samples.filter(accepted__isnull=True).count() == 0
+        for name in ("fd", "precision", "recall", "density", "coverage", "classes_covered", "acceptance_rate"):
+            assert g.metrics[name] is not None, name
+        assert g.metrics["metric_samples"] == config.metric_samples
+        assert g.grid_image.name and g.checkpoint_sha256
+
+    # G1 trained on exactly the configured mix: 100 real from the G0 pool, 100 accepted G0 samples.
+    g1 = generations[1]
+    members = TrainingMember.objects.filter(generation=g1)
+    real = members.filter(real_image__isnull=False)
+    synthetic = members.filter(sample__isnull=False)
+    accepted_g0 = generations[0].samples.filter(accepted=True).count()
+    assert real.count() == 100
+    assert set(real.values_list("real_image_id", flat=True)) <= set(experiment.real_pool)
+    assert synthetic.count() == min(100, accepted_g0)
+    assert all(s.generation_id == generations[0].pk and s.accepted for s in Sample.objects.filter(pk__in=synthetic.values("sample_id")))
+    assert g1.training_mix == {"real": 100, "fresh": 0, "synthetic": synthetic.count(),
+                               "synthetic_by_generation": {"0": synthetic.count()} if synthetic.count() else {},
+                               "shortfall": 100 - synthetic.count()}
+
+
+def test_sampling_twice_never_duplicates_and_refills_exactly_what_is_missing(tiny_config):
+    _, generation = started_experiment(tiny_config.replace(generations=1))
+    generation = pipeline.run_step(generation.pk)  # train
+    generation = pipeline.run_step(generation.pk)  # sample
+    assert generation.state == Generation.State.RATING
+    before = dict(generation.samples.values_list("index", "sha256"))
+    assert len(before) == tiny_config.samples_per_generation
+
+    # A retried task, after a crash that lost some rows: run the sampling step again.
+    generation.samples.filter(index__in=[3, 40, 77]).delete()
+    Generation.objects.filter(pk=generation.pk).update(state=Generation.State.SAMPLING)
+    generation = pipeline.run_step(generation.pk)
+    after = dict(generation.samples.values_list("index", "sha256"))
+    assert after == before
+
+
+def test_a_failed_step_is_recorded_with_its_reason_and_the_step_to_resume(tiny_config):
+    _, generation = started_experiment(tiny_config.replace(generations=1))
+    TrainingMember.objects.filter(generation=generation).delete()
+    with pytest.raises(ValueError):
+        pipeline.run_step(generation.pk)
+    generation.refresh_from_db()
+    assert generation.state == Generation.State.FAILED
+    assert generation.failed_step == Generation.State.PENDING
+    assert "empty training set" in generation.error
+    assert generation.experiment.status == Experiment.Status.FAILED
+
+
+def test_a_fresh_loop_longer_than_its_reservoir_is_refused_up_front(tiny_config):
+    config = tiny_config.replace(**{"mix.loop": "fresh", "mix.real_fraction": 0.5, "mix.train_size": 1000,
+                                    "pool_size": 1000, "generations": 3})
+    with pytest.raises(CurationError, match="can run 1 generation"):
+        create_experiment(name="too fresh", config=config)
+
+
+def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config):
+    config = tiny_config.replace(**{"mix.loop": "fresh", "mix.real_fraction": 0.5, "mix.train_size": 100, "generations": 3})
+    experiment, generation = started_experiment(config)
+    tasks.enqueue(generation.pk)
+    fresh_sets = [
+        set(TrainingMember.objects.filter(generation__experiment=experiment, generation__index=i, fresh=True)
+            .values_list("real_image_id", flat=True))
+        for i in (1, 2)
+    ]
+    assert len(fresh_sets[0]) == len(fresh_sets[1]) == 50
+    assert not fresh_sets[0] & fresh_sets[1]
+    assert not (fresh_sets[0] | fresh_sets[1]) & set(experiment.real_pool)
+
+
+def test_run_experiment_writes_the_report(tmp_path):
+    output = tmp_path / "report.json"
+    call_command("run_experiment", "--preset", "digits-tiny", "--generations", "2", "--curation", "discriminator",
+                 "--loop", "fully-synthetic", "--raters", "simulated", "--output", str(output))
+    report = json.loads(output.read_text())
+    generations = report["generations"]
+    assert [g["index"] for g in generations] == [0, 1]
+    for key in ("fd", "precision", "recall", "density", "coverage", "classes_covered", "acceptance_rate",
+                "train_real", "train_synthetic"):
+        assert all(g[key] is not None for g in generations), key
+    assert generations[0]["train_real"] == 300 and generations[0]["train_synthetic"] == 0
+    assert generations[1]["train_real"] == 0 and generations[1]["train_synthetic"] > 0
+    assert report["real_floor"]["fd"] > 0
+    assert np.isfinite(generations[1]["fd"])
+
+
+def test_run_experiment_rejects_a_bad_configuration_clearly(tmp_path):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="set the real fraction to 0"):
+        call_command("run_experiment", "--preset", "digits-tiny", "--loop", "fully-synthetic", "--real-fraction", "0.5",
+                     "--output", str(tmp_path / "x.json"))

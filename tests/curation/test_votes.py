@@ -1,0 +1,62 @@
+"""Votes: one per rater and sample, changeable, refused with a reason when they cannot count."""
+
+import pytest
+
+from curation import pipeline
+from curation.models import Generation, Vote
+from curation.services import CurationError, cast_vote
+from tests.curation.factories import human_rater, started_experiment
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+@pytest.fixture
+def rating_generation(tiny_config):
+    config = tiny_config.replace(**{"rating.raters": "human", "generations": 1})
+    _, generation = started_experiment(config)
+    pipeline.run_generation(generation.pk)
+    generation.refresh_from_db()
+    assert generation.state == Generation.State.RATING  # waiting for people
+    return generation
+
+
+def test_voting_again_changes_the_vote_instead_of_adding_one(rating_generation):
+    rater = human_rater()
+    sample = rating_generation.samples.filter(to_rate=True).first()
+    cast_vote(rater=rater, sample=sample, up=True)
+    cast_vote(rater=rater, sample=sample, up=True)  # a double key press
+    cast_vote(rater=rater, sample=sample, up=False)
+    assert list(Vote.objects.values_list("up", flat=True)) == [False]
+
+
+def test_a_paused_rater_cannot_vote(rating_generation):
+    rater = human_rater()
+    rater.active = False
+    rater.save()
+    with pytest.raises(CurationError, match="paused"):
+        cast_vote(rater=rater, sample=rating_generation.samples.first(), up=True)
+    assert Vote.objects.count() == 0
+
+
+def test_votes_on_a_closed_generation_are_refused(rating_generation):
+    Generation.objects.filter(pk=rating_generation.pk).update(state=Generation.State.DONE)
+    with pytest.raises(CurationError, match="closed"):
+        cast_vote(rater=human_rater(), sample=rating_generation.samples.first(), up=True)
+
+
+def test_a_malformed_vote_is_refused(rating_generation):
+    with pytest.raises(CurationError, match="up \\(true\\) or down"):
+        cast_vote(rater=human_rater(), sample=rating_generation.samples.first(), up="yes")
+
+
+def test_human_votes_complete_the_rating_step(rating_generation):
+    raters = [human_rater(name) for name in ("a", "b", "c")]
+    for sample in rating_generation.samples.filter(to_rate=True):
+        for rater in raters:
+            cast_vote(rater=rater, sample=sample, up=sample.index % 2 == 0)
+    generation = pipeline.run_step(rating_generation.pk)
+    assert generation.state == Generation.State.CURATING
+    generation = pipeline.run_step(generation.pk)
+    rated = generation.samples.filter(to_rate=True)
+    assert all(s.vote_share == (1.0 if s.index % 2 == 0 else 0.0) for s in rated)
+    assert all(s.accepted == (s.index % 2 == 0) for s in rated)

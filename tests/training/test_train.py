@@ -1,0 +1,58 @@
+"""Training is seeded, writes a self-describing checkpoint, and resumes where it was cut off."""
+
+import json
+
+import pytest
+
+from training.data import load_digits_dataset
+from training.model import DIGITS_MODEL
+from training.train import CARD_FILE, STATE_FILE, TrainConfig, train_unet
+
+pytestmark = pytest.mark.slow
+CONFIG = TrainConfig(steps=20, batch_size=16, checkpoint_every=10, warmup_steps=2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_digits_dataset(size=64).images
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_training_writes_a_checkpoint_that_describes_itself(images, tmp_path):
+    result = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path)
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    assert card["step"] == 20 and card["seed"] == CONFIG.seed
+    assert card["model_config"]["block_out_channels"] == [16, 32]
+    assert card["weights_sha256"] == result.weights_sha256
+    assert (tmp_path / "unet" / "config.json").exists() and (tmp_path / "scheduler").exists()
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(images, tmp_path):
+    straight = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "a")
+
+    def cut_at_step_15(done, total, message):
+        if done == 15:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "b", progress=cut_at_step_15)
+    assert (tmp_path / "b" / STATE_FILE).exists() and not (tmp_path / "b" / CARD_FILE).exists()
+    resumed = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "b")
+    assert resumed.resumed_from_step == 10
+    assert resumed.weights_sha256 == straight.weights_sha256
+
+
+def test_training_a_finished_checkpoint_again_does_nothing(images, tmp_path):
+    first = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path)
+    calls = []
+    again = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path,
+                       progress=lambda *a: calls.append(a))
+    assert again.weights_sha256 == first.weights_sha256 and calls == []
+
+
+def test_an_empty_training_set_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="empty training set"):
+        train_unet(load_digits_dataset(size=1).images[:0], model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path)
