@@ -14,10 +14,18 @@ from tests.curation.factories import started_experiment
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-def test_a_two_generation_loop_through_celery_produces_everything_each_generation(tiny_config):
+def run_through_celery(generation, capture):
+    """Enqueue as the web does; tasks run in-process and enqueue their successors on commit."""
+    with capture(execute=True):
+        tasks.enqueue(generation.pk)
+
+
+def test_a_two_generation_loop_through_celery_produces_everything_each_generation(
+    tiny_config, django_capture_on_commit_callbacks
+):
     config = tiny_config.replace(**{"generations": 2, "mix.real_fraction": 0.5, "mix.train_size": 200})
     experiment, generation = started_experiment(config)
-    tasks.enqueue(generation.pk)  # in-process Celery: runs the whole chain
+    run_through_celery(generation, django_capture_on_commit_callbacks)
 
     experiment.refresh_from_db()
     assert experiment.status == Experiment.Status.DONE
@@ -73,7 +81,7 @@ def test_a_failed_step_is_recorded_with_its_reason_and_the_step_to_resume(tiny_c
         pipeline.run_step(generation.pk)
     generation.refresh_from_db()
     assert generation.state == Generation.State.FAILED
-    assert generation.failed_step == Generation.State.PENDING
+    assert generation.failed_step == Generation.State.TRAINING
     assert "empty training set" in generation.error
     assert generation.experiment.status == Experiment.Status.FAILED
 
@@ -85,10 +93,10 @@ def test_a_fresh_loop_longer_than_its_reservoir_is_refused_up_front(tiny_config)
         create_experiment(name="too fresh", config=config)
 
 
-def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config):
+def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config, django_capture_on_commit_callbacks):
     config = tiny_config.replace(**{"mix.loop": "fresh", "mix.real_fraction": 0.5, "mix.train_size": 100, "generations": 3})
     experiment, generation = started_experiment(config)
-    tasks.enqueue(generation.pk)
+    run_through_celery(generation, django_capture_on_commit_callbacks)
     fresh_sets = [
         set(TrainingMember.objects.filter(generation__experiment=experiment, generation__index=i, fresh=True)
             .values_list("real_image_id", flat=True))

@@ -1,5 +1,6 @@
 """Training is seeded, writes a self-describing checkpoint, and resumes where it was cut off."""
 
+import dataclasses
 import json
 
 import pytest
@@ -31,17 +32,18 @@ def test_training_writes_a_checkpoint_that_describes_itself(images, tmp_path):
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(images, tmp_path):
-    straight = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "a")
+    config = dataclasses.replace(CONFIG, steps=30, checkpoint_every=15)
+    straight = train_unet(images, model_config=DIGITS_MODEL, train_config=config, checkpoint_dir=tmp_path / "a")
 
-    def cut_at_step_15(done, total, message):
-        if done == 15:
+    def cut_at_step_20(done, total, message):
+        if done == 20:  # five steps past the last checkpoint: they are lost and redone
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "b", progress=cut_at_step_15)
+        train_unet(images, model_config=DIGITS_MODEL, train_config=config, checkpoint_dir=tmp_path / "b", progress=cut_at_step_20)
     assert (tmp_path / "b" / STATE_FILE).exists() and not (tmp_path / "b" / CARD_FILE).exists()
-    resumed = train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "b")
-    assert resumed.resumed_from_step == 10
+    resumed = train_unet(images, model_config=DIGITS_MODEL, train_config=config, checkpoint_dir=tmp_path / "b")
+    assert resumed.resumed_from_step == 15
     assert resumed.weights_sha256 == straight.weights_sha256
 
 
