@@ -10,20 +10,20 @@ from curation.models import Experiment
 from curation.selectors import generation_report
 
 
-@staff_member_required
+@staff_member_required(login_url="/accounts/login/")
 def experiment_list(request):
     experiments = Experiment.objects.prefetch_related("generations")
     return render(request, "curation/experiment_list.html", {"experiments": experiments})
 
 
-@staff_member_required
+@staff_member_required(login_url="/accounts/login/")
 def experiment_detail(request, pk: int):
     experiment = get_object_or_404(Experiment, pk=pk)
     generations = experiment.generations.order_by("index")
     return render(request, "curation/experiment_detail.html", {"experiment": experiment, "generations": generations})
 
 
-@staff_member_required
+@staff_member_required(login_url="/accounts/login/")
 def experiment_progress(request, pk: int):
     experiment = get_object_or_404(Experiment, pk=pk)
     return JsonResponse(

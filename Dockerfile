@@ -1,0 +1,18 @@
+# Ouroboros: one image for the web server and the Celery workers.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+# The CPU build of torch by default; a GPU image can pass TORCH_INDEX=https://download.pytorch.org/whl/cu128.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
+COPY requirements.txt requirements-deploy.txt ./
+RUN pip install --no-cache-dir -r requirements-deploy.txt
+
+COPY . .
+RUN useradd --create-home ouroboros && mkdir -p /data/media /data/static && chown -R ouroboros /data
+USER ouroboros
+ENV MEDIA_ROOT=/data/media STATIC_ROOT=/data/static OUROBOROS_VAR_DIR=/data
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

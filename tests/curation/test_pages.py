@@ -1,0 +1,44 @@
+"""Staff pages: the experiment list, detail and live-progress JSON; raters and strangers kept out."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from curation.services import create_experiment, start_experiment
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def experiment(tiny_config):
+    experiment = create_experiment(name="pages", config=tiny_config)
+    start_experiment(experiment=experiment)
+    return experiment
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(user)
+    return client
+
+
+def test_staff_see_experiments_and_their_generations(staff_client, experiment):
+    assert "pages" in staff_client.get("/").content.decode()
+    page = staff_client.get(f"/experiments/{experiment.pk}/").content.decode()
+    assert "G0" in page and "pending" in page
+
+
+def test_progress_json_reports_each_generation(staff_client, experiment):
+    data = staff_client.get(f"/experiments/{experiment.pk}/progress.json").json()
+    assert data["status"] == "running"
+    assert data["generations"][0]["state"] == "pending"
+    assert data["generations"][0]["report"]["train_real"] == 300
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client, experiment):
+    response = client.get(f"/experiments/{experiment.pk}/")
+    assert response.status_code == 302 and "login" in response["Location"]
+
+
+def test_the_login_page_renders(client):
+    assert "Log in" in client.get("/accounts/login/").content.decode()
