@@ -94,6 +94,8 @@ class Generation(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True, help_text="Seconds spent in each step.")
     grid_image = models.FileField(max_length=300, blank=True)
+    open_for_raters = models.BooleanField(default=False, help_text="Its samples are in human raters' queues.")
+    votes_needed = models.PositiveSmallIntegerField(default=1, help_text="Votes from distinct raters per sample.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -143,6 +145,9 @@ class Sample(models.Model):
     sha256 = models.CharField(max_length=64)
     predicted_class = models.IntegerField(null=True, blank=True, help_text="By the reference classifier.")
     to_rate = models.BooleanField(default=False, help_text="Within the generation's rating budget.")
+    rating_rank = models.FloatField(default=0.0, help_text="Queue order: random, or uncertainty under active learning.")
+    vote_count = models.PositiveSmallIntegerField(default=0, help_text="Counted (unflagged) votes.")
+    needs_votes = models.BooleanField(default=False, help_text="to_rate and fewer counted votes than needed.")
     vote_share = models.FloatField(null=True, blank=True, help_text="Up-votes / votes, once complete.")
     discriminator_score = models.FloatField(null=True, blank=True)
     accepted = models.BooleanField(null=True, blank=True)
@@ -151,7 +156,10 @@ class Sample(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["generation", "index"], name="unique_sample_index")]
-        indexes = [models.Index(fields=["generation", "accepted"])]
+        indexes = [
+            models.Index(fields=["generation", "accepted"]),
+            models.Index(fields=["needs_votes", "rating_rank"], name="sample_queue"),
+        ]
         ordering = ["generation", "index"]
 
     def __str__(self) -> str:
@@ -168,6 +176,7 @@ class Rater(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
     simulation = models.JSONField(default=dict, blank=True, help_text="SimulatedRaterConfig of a simulated rater.")
     active = models.BooleanField(default=True)
+    paused_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         constraints = [
@@ -184,6 +193,7 @@ class Vote(models.Model):
     rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="votes")
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="votes")
     up = models.BooleanField()
+    flagged = models.BooleanField(default=False, help_text="Cast by a rater later paused for failing gold items; not counted.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -192,6 +202,67 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rater} {'up' if self.up else 'down'} {self.sample}"
+
+
+class GoldItem(models.Model):
+    """An item whose right answer is known: a real image (expected up) or a known-bad one (down)."""
+
+    class Kind(models.TextChoices):
+        REAL = "real"
+        BAD = "bad"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="gold_items")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    image = models.FileField(max_length=300)
+    expected_up = models.BooleanField()
+    description = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"gold {self.kind} #{self.pk}"
+
+
+class GoldAnswer(models.Model):
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="gold_answers")
+    gold_item = models.ForeignKey(GoldItem, on_delete=models.CASCADE, related_name="answers")
+    up = models.BooleanField()
+    correct = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rater", "gold_item"], name="one_answer_per_rater_and_gold")]
+
+
+class VoteEvent(models.Model):
+    """The append-only history of everything a rater did: every vote, change and undo."""
+
+    class Action(models.TextChoices):
+        VOTE = "vote"
+        UNDO = "undo"
+
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="events")
+    sample = models.ForeignKey(Sample, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    gold_item = models.ForeignKey(GoldItem, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    up = models.BooleanField(null=True, blank=True)
+    request_id = models.CharField(max_length=100, unique=True, help_text="Client's idempotency key.")
+    undoes = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="undone_by")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["rater", "-created_at"])]
+        ordering = ["-created_at", "-pk"]
+
+
+class Claim(models.Model):
+    """A sample shown to a rater and held for them for a few minutes, so concurrent raters spread out."""
+
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="claims")
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="claims")
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rater", "sample"], name="one_claim_per_rater_and_sample")]
+        indexes = [models.Index(fields=["sample", "expires_at"])]
 
 
 class DiscriminatorVersion(models.Model):

@@ -29,7 +29,8 @@ from curation.ml.policy import curate
 from curation.ml.raters import simulated_votes
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
 from curation.progress import GenerationProgress
-from curation.services import CurationError, cast_vote, simulated_rater
+from curation.rating import cast_vote
+from curation.services import CurationError, ensure_gold_items, simulated_rater
 from generation.sampling import sample_images, sample_seed
 from training.mix import ReservoirExhausted, build_mix
 from training.train import train_unet
@@ -146,6 +147,8 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
     missing = [i for i in range(count) if i not in existing]
     rating_order = np.random.default_rng(sample_seed(config.seed, RATING_ORDER_KEY, generation.index)).permutation(count)
     to_rate = set(rating_order[: config.rating.rating_budget].tolist())
+    # Until a discriminator can rank them, raters see samples in a random (seeded) order.
+    rank = {int(index): position / count for position, index in enumerate(rating_order)}
     models = real_models(experiment.dataset_id)
     checkpoint = media_path(generation.checkpoint_dir)
 
@@ -170,6 +173,8 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
                     sha256=sha256(data),
                     predicted_class=int(predicted[position]),
                     to_rate=index in to_rate,
+                    needs_votes=index in to_rate,
+                    rating_rank=rank[index],
                 )
             )
         Sample.objects.bulk_create(rows, ignore_conflicts=True)
@@ -199,19 +204,48 @@ def rate_step(generation: Generation, *, bar: bool = False) -> None:
     config = generation.experiment.loop_config
     if config.rating.raters == "simulated":
         _simulate_votes(generation, config, bar=bar)
+    elif not generation.open_for_raters:
+        ensure_gold_items(experiment=generation.experiment)
+        Generation.objects.filter(pk=generation.pk).update(open_for_raters=True)
+        generation.open_for_raters = True
     if rating_complete(generation):
-        _set_state(generation, State.CURATING)
+        _set_state(generation, State.CURATING, open_for_raters=False)
 
 
 def rating_complete(generation: Generation) -> bool:
-    needed = generation.experiment.loop_config.rating.votes_per_sample
-    short = (
-        generation.samples.filter(to_rate=True)
-        .annotate(vote_count=Count("votes"))
-        .filter(vote_count__lt=needed)
-        .exists()
+    return not generation.samples.filter(needs_votes=True).exists()
+
+
+def reorder_rating_queue(generation: Generation) -> None:
+    """Active learning: rank the samples still needing votes by the discriminator's uncertainty,
+    from a discriminator fitted on the votes so far."""
+    voted = list(generation.samples.filter(vote_count__gt=0).order_by("index"))
+    waiting = list(generation.samples.filter(needs_votes=True).order_by("index"))
+    if len(voted) < 2 or not waiting:
+        return
+    channels = generation.experiment.dataset.channels
+    shares = _vote_shares(generation, voted, minimum_votes=1)
+    discriminator = _discriminator_for(
+        generation, image_features(read_images([s.image.name for s in voted], channels)), shares >= 0.5, len(voted)
     )
-    return not short
+    fitted = pickle.loads(media_path(discriminator.model_file.name).read_bytes())
+    scores = fitted.score(image_features(read_images([s.image.name for s in waiting], channels)))
+    for row, score in zip(waiting, scores):
+        row.rating_rank = float(abs(score - 0.5))
+    Sample.objects.bulk_update(waiting, ["rating_rank"], batch_size=500)
+
+
+def _vote_shares(generation: Generation, samples: list, minimum_votes: int) -> np.ndarray:
+    """Up-vote share per sample from counted (unflagged) votes; NaN below `minimum_votes`."""
+    tallies = {
+        row["sample_id"]: (row["ups"], row["total"])
+        for row in Vote.objects.filter(sample__generation=generation, flagged=False)
+        .values("sample_id")
+        .annotate(ups=Count("pk", filter=Q(up=True)), total=Count("pk"))
+    }
+    return np.array(
+        [tallies[s.pk][0] / tallies[s.pk][1] if tallies.get(s.pk, (0, 0))[1] >= minimum_votes else np.nan for s in samples]
+    )
 
 
 def _simulate_votes(generation: Generation, config, *, bar: bool) -> None:
@@ -247,16 +281,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     images = read_images([s.image.name for s in samples], experiment.dataset.channels)
     features = image_features(images)
 
-    tallies = {
-        row["sample_id"]: (row["ups"], row["total"])
-        for row in Vote.objects.filter(sample__generation=generation)
-        .values("sample_id")
-        .annotate(ups=Count("pk", filter=Q(up=True)), total=Count("pk"))
-    }
-    needed = config.rating.votes_per_sample
-    vote_share = np.array(
-        [tallies[s.pk][0] / tallies[s.pk][1] if tallies.get(s.pk, (0, 0))[1] >= needed else np.nan for s in samples]
-    )
+    vote_share = _vote_shares(generation, samples, minimum_votes=generation.votes_needed)
     voted = ~np.isnan(vote_share)
 
     discriminator = None
@@ -347,7 +372,9 @@ def _continue_experiment(generation: Generation, config) -> None:
 
 def create_next_generation(generation: Generation, config) -> Generation:
     experiment = generation.experiment
-    next_generation, created = Generation.objects.get_or_create(experiment=experiment, index=generation.index + 1)
+    next_generation, created = Generation.objects.get_or_create(
+        experiment=experiment, index=generation.index + 1, defaults={"votes_needed": config.rating.votes_per_sample}
+    )
     if not created:
         return next_generation
     accepted_by_generation: dict[int, list[int]] = {}

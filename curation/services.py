@@ -6,12 +6,13 @@ Each is one transaction, takes keyword arguments, and validates its input, raisi
 
 from __future__ import annotations
 
+import numpy as np
 from django.db import transaction
 
 from curation.datasets import ensure_digits_dataset, real_arrays
 from curation.ml.experiment_config import ConfigError, ExperimentConfig
 from curation.ml.raters import SimulatedRaterConfig
-from curation.models import Experiment, Generation, Rater, Sample, TrainingMember, Vote
+from curation.models import Experiment, Generation, Rater, TrainingMember
 from training.data import split_real
 
 
@@ -63,7 +64,10 @@ def start_experiment(*, experiment: Experiment) -> Generation:
         experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
         if experiment.status not in (Experiment.Status.DRAFT, Experiment.Status.RUNNING):
             raise CurationError(f"experiment {experiment.name!r} is {experiment.status}; only a draft can start")
-        generation, created = Generation.objects.get_or_create(experiment=experiment, index=0)
+        generation, created = Generation.objects.get_or_create(
+            experiment=experiment, index=0,
+            defaults={"votes_needed": experiment.loop_config.rating.votes_per_sample},
+        )
         if created:
             TrainingMember.objects.bulk_create(
                 [TrainingMember(generation=generation, real_image_id=i) for i in experiment.real_pool]
@@ -93,15 +97,31 @@ def simulated_rater(*, config: SimulatedRaterConfig) -> Rater:
     return rater
 
 
-def cast_vote(*, rater: Rater, sample: Sample, up: bool) -> Vote:
-    """Record `rater`'s up or down vote on `sample`. Voting again changes the vote; it never adds one."""
-    if not isinstance(up, bool):
-        raise CurationError("a vote is up (true) or down (false)")
-    if not rater.active:
-        raise CurationError(f"rater {rater.name} is paused and cannot vote")
+def ensure_gold_items(*, experiment: Experiment) -> None:
+    """Gold items for an experiment's human raters, made once: real images (expected up) and
+    known-bad images (expected down: real digits ruined by noise, blotches, blur or inversion)."""
+    from curation.images import encode_png, write_atomically
+    from curation.ml.gold import ruined_images
+    from curation.models import GoldItem
+
+    if experiment.gold_items.exists():
+        return
+    rating = experiment.loop_config.rating
+    arrays = real_arrays(experiment.dataset_id)
+    rng = np.random.default_rng(experiment.loop_config.seed)
+    pool = np.array(experiment.real_pool)
+    real_ids = rng.choice(pool, size=min(rating.gold_real_items, len(pool)), replace=False)
+    bad_sources = arrays.subset(rng.choice(pool, size=min(rating.gold_bad_items, len(pool)), replace=False))
+    bad, descriptions = ruined_images(bad_sources, rng)
+    rows = []
+    for n, image in enumerate(arrays.subset(real_ids)):
+        path = write_atomically(f"experiments/{experiment.pk}/gold/real-{n:03d}.png", encode_png(image))
+        rows.append(GoldItem(experiment=experiment, kind=GoldItem.Kind.REAL, image=path, expected_up=True,
+                             description=f"real image {int(real_ids[n])}"))
+    for n, (image, description) in enumerate(zip(bad, descriptions)):
+        path = write_atomically(f"experiments/{experiment.pk}/gold/bad-{n:03d}.png", encode_png(image))
+        rows.append(GoldItem(experiment=experiment, kind=GoldItem.Kind.BAD, image=path, expected_up=False,
+                             description=description))
     with transaction.atomic():
-        state = Generation.objects.filter(pk=sample.generation_id).values_list("state", flat=True).get()
-        if state != Generation.State.RATING:
-            raise CurationError(f"voting on this generation is closed (it is {state})")
-        vote, _ = Vote.objects.update_or_create(rater=rater, sample=sample, defaults={"up": up})
-    return vote
+        if not experiment.gold_items.exists():
+            GoldItem.objects.bulk_create(rows)

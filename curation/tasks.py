@@ -63,3 +63,10 @@ TASK_FOR_STATE = {
     State.RATING: rate_generation,
     State.CURATING: curate_generation,
 }
+
+
+@shared_task(acks_late=True, name="curation.reorder_rating_queue")
+def reorder_rating_queue(generation_id: int) -> None:
+    generation = Generation.objects.filter(pk=generation_id, state=State.RATING).first()
+    if generation is not None:
+        pipeline.reorder_rating_queue(generation)

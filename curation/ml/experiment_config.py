@@ -42,6 +42,16 @@ class RatingConfig:
     # How many of a generation's samples go to raters; the discriminator scores the rest.
     rating_budget: int = 256
     panel: tuple[SimulatedRaterConfig, ...] = field(default_factory=default_panel)
+    # Human rating: gold items mixed into the queue, short claims, active learning.
+    gold_rate: float = 0.1
+    gold_real_items: int = 40
+    gold_bad_items: int = 40
+    gold_accuracy_bar: float = 0.7
+    gold_min_answers: int = 8
+    claim_minutes: float = 5.0
+    active_learning: bool = False
+    # Under active learning, the queue is re-ordered by a refitted discriminator every this many votes.
+    refit_every_votes: int = 64
 
     def __post_init__(self) -> None:
         if self.raters not in RATER_KINDS:
@@ -55,6 +65,14 @@ class RatingConfig:
             )
         if self.rating_budget < 0:
             raise ValueError("the rating budget cannot be negative")
+        if not 0.0 <= self.gold_rate < 1.0:
+            raise ValueError(f"the gold rate must be within [0, 1), not {self.gold_rate}")
+        if not 0.0 <= self.gold_accuracy_bar <= 1.0:
+            raise ValueError(f"the gold accuracy bar must be within [0, 1], not {self.gold_accuracy_bar}")
+        if self.claim_minutes <= 0:
+            raise ValueError("claims must last a positive number of minutes")
+        if self.refit_every_votes < 1:
+            raise ValueError("refit_every_votes must be at least 1")
 
 
 @dataclass(frozen=True)

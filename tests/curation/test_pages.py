@@ -23,7 +23,8 @@ def staff_client(client):
 
 
 def test_staff_see_experiments_and_their_generations(staff_client, experiment):
-    assert "pages" in staff_client.get("/").content.decode()
+    assert staff_client.get("/")["Location"] == "/experiments/"
+    assert "pages" in staff_client.get("/experiments/").content.decode()
     page = staff_client.get(f"/experiments/{experiment.pk}/").content.decode()
     assert "G0" in page and "pending" in page
 

@@ -4,7 +4,8 @@ import pytest
 
 from curation import pipeline
 from curation.models import Generation, Vote
-from curation.services import CurationError, cast_vote
+from curation.rating import cast_vote
+from curation.services import CurationError
 from tests.curation.factories import human_rater, started_experiment
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -49,14 +50,18 @@ def test_a_malformed_vote_is_refused(rating_generation):
         cast_vote(rater=human_rater(), sample=rating_generation.samples.first(), up="yes")
 
 
-def test_human_votes_complete_the_rating_step(rating_generation):
+def test_the_last_needed_human_vote_closes_rating_and_queues_curation(rating_generation, django_capture_on_commit_callbacks):
     raters = [human_rater(name) for name in ("a", "b", "c")]
-    for sample in rating_generation.samples.filter(to_rate=True):
-        for rater in raters:
-            cast_vote(rater=rater, sample=sample, up=sample.index % 2 == 0)
+    assert rating_generation.open_for_raters
+    with django_capture_on_commit_callbacks() as queued:
+        for sample in rating_generation.samples.filter(to_rate=True):
+            for rater in raters:
+                cast_vote(rater=rater, sample=sample, up=sample.index % 2 == 0)
+    rating_generation.refresh_from_db()
+    assert rating_generation.state == Generation.State.CURATING and not rating_generation.open_for_raters
+    assert len(queued) == 1  # the curation task, enqueued once
     generation = pipeline.run_step(rating_generation.pk)
-    assert generation.state == Generation.State.CURATING
-    generation = pipeline.run_step(generation.pk)
+    assert generation.state == Generation.State.DONE
     rated = generation.samples.filter(to_rate=True)
     assert all(s.vote_share == (1.0 if s.index % 2 == 0 else 0.0) for s in rated)
     assert all(s.accepted == (s.index % 2 == 0) for s in rated)

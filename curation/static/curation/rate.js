@@ -1,0 +1,127 @@
+// The rating page: one item at a time, voted from the keyboard. The next items are prefetched
+// (data and images) so the next one appears at once; each vote is sent the moment it is cast, with
+// a request id that makes a retried send harmless, and retried until the server has it.
+(function () {
+  "use strict";
+  const root = document.getElementById("rater");
+  const urls = {next: root.dataset.nextUrl, vote: root.dataset.voteUrl, undo: root.dataset.undoUrl};
+  const prefetch = parseInt(root.dataset.prefetch, 10);
+  const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const image = document.getElementById("current-image");
+  const caption = document.getElementById("current-caption");
+  const figure = document.getElementById("current");
+  const empty = document.getElementById("empty");
+  const status = document.getElementById("status");
+  let queue = [];          // items waiting to be shown; queue[0] is on screen
+  let fetching = null;
+  let outbox = Promise.resolve();  // votes and undos go out in order
+  let exhausted = false;
+
+  const key = (item) => `${item.kind}:${item.id}`;
+  const newId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
+
+  function setCounters(c) {
+    if (!c) return;
+    document.getElementById("rated-today").textContent = c.rated_today;
+    document.getElementById("left").textContent = c.left;
+  }
+
+  function show() {
+    const item = queue[0];
+    if (!item) {
+      figure.hidden = true;
+      empty.hidden = !exhausted;
+      return;
+    }
+    figure.hidden = false;
+    empty.hidden = true;
+    image.src = item.image_url;
+    image.alt = `Sample to rate from ${item.experiment}, generation ${item.generation}`;
+    caption.textContent = `${item.experiment} · generation ${item.generation}`;
+    figure.dataset.kind = item.kind;
+    figure.dataset.id = item.id;
+  }
+
+  async function refill() {
+    if (fetching || queue.length > prefetch / 2) return fetching;
+    const exclude = queue.map(key).join(",");
+    fetching = fetch(`${urls.next}?count=${prefetch}&exclude=${encodeURIComponent(exclude)}`, {headers: {Accept: "application/json"}})
+      .then(async (response) => {
+        const data = await response.json();
+        if (!response.ok) throw new Error(data.error || response.statusText);
+        const known = new Set(queue.map(key));
+        const fresh = data.items.filter((i) => !known.has(key(i)));
+        fresh.forEach((i) => { new Image().src = i.image_url; });  // warm the image cache
+        exhausted = fresh.length === 0;
+        const wasEmpty = queue.length === 0;
+        queue.push(...fresh);
+        setCounters(data.counters);
+        if (wasEmpty) show();
+      })
+      .catch((error) => { status.textContent = `Could not load samples: ${error.message}`; })
+      .finally(() => { fetching = null; });
+    return fetching;
+  }
+
+  function send(url, body, attempt = 0) {
+    // Chained so that an undo never overtakes the vote it undoes.
+    outbox = outbox.then(async () => {
+      for (;;) {
+        try {
+          const response = await fetch(url, {
+            method: "POST",
+            headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+            body: JSON.stringify(body),
+          });
+          const data = await response.json();
+          if (!response.ok) { status.textContent = data.error || response.statusText; return data; }
+          status.textContent = "";
+          setCounters(data.counters);
+          return data;
+        } catch (error) {
+          attempt += 1;
+          status.textContent = `Offline, retrying your vote (${attempt})…`;
+          await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** attempt)));
+        }
+      }
+    });
+    return outbox;
+  }
+
+  function vote(up) {
+    const item = queue[0];
+    if (!item) return;
+    queue.shift();
+    show();
+    send(urls.vote, {kind: item.kind, id: item.id, up, request_id: newId()});
+    refill();
+  }
+
+  async function undo() {
+    const data = await send(urls.undo, {request_id: newId()});
+    if (data && data.item) {
+      queue = queue.filter((i) => key(i) !== key(data.item));
+      queue.unshift(data.item);
+      show();
+    }
+  }
+
+  document.getElementById("up").addEventListener("click", () => vote(true));
+  document.getElementById("down").addEventListener("click", () => vote(false));
+  document.getElementById("undo").addEventListener("click", undo);
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.target.closest("input, textarea")) return;
+    if (event.repeat) { event.preventDefault(); return; }  // a held key is one vote, not many
+    const action = {
+      k: () => vote(true), ArrowUp: () => vote(true), ArrowRight: () => vote(true),
+      j: () => vote(false), ArrowDown: () => vote(false), ArrowLeft: () => vote(false),
+      u: undo, Backspace: undo,
+      g: () => { location.href = root.dataset.gridUrl; },
+    }[event.key];
+    if (action) { event.preventDefault(); action(); }
+  });
+  window.addEventListener("beforeunload", (event) => {
+    if (status.textContent.startsWith("Offline")) { event.preventDefault(); event.returnValue = ""; }
+  });
+  refill();
+})();
