@@ -71,7 +71,14 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and a worker write to one SQLite file: wait for locks instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue on the busy
+    # timeout instead of failing with "database is locked"; WAL lets readers go on meanwhile.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+    # Tests on a file, not in memory: a live server thread and the test then share it without
+    # SQLite's table locks on shared in-memory databases.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-ouroboros.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

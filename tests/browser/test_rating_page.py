@@ -1,0 +1,69 @@
+"""A rater logs in and rates with the keyboard in a real browser; the database holds exactly the votes."""
+
+import pytest
+
+from curation.models import Vote, VoteEvent
+from tests.curation.factories import human_rater, open_generation
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def log_in(page, base_url, username, password, next_url):
+    page.goto(f"{base_url}/accounts/login/?next={next_url}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
+def current_id(page) -> int:
+    page.wait_for_function("document.getElementById('current').dataset.id && document.getElementById('current-image').complete")
+    return int(page.get_attribute("#current", "data-id"))
+
+
+def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, page, tiny_config):
+    from django.contrib.auth import get_user_model
+
+    # One generation: the last vote closes rating and curation runs in process (tests run Celery eagerly).
+    generation = open_generation(tiny_config.replace(generations=1), samples=6, votes_needed=1)
+    rater = human_rater("alice")
+    user = rater.user
+    user.set_password("correct horse battery")
+    user.save()
+    log_in(page, live_server.url, "alice", "correct horse battery", "/rate/")
+    page.wait_for_url("**/rate/")
+
+    a = current_id(page)
+    page.keyboard.press("k")  # up
+    b = current_id(page)
+    assert b != a
+    page.keyboard.press("j")  # down
+    c = current_id(page)
+    page.keyboard.press("ArrowUp")  # up...
+    d = current_id(page)
+    page.keyboard.press("u")  # ...undone: c comes back
+    page.wait_for_function(f"document.getElementById('current').dataset.id === '{c}'")
+    page.keyboard.press("ArrowDown")  # c down instead
+    page.wait_for_function(f"document.getElementById('current').dataset.id === '{d}'")
+    page.wait_for_function("document.getElementById('rated-today').textContent === '3'")
+    assert dict(Vote.objects.values_list("sample_id", "up")) == {a: True, b: False, c: False}
+
+    page.keyboard.press("g")  # grid mode: the three samples left
+    page.wait_for_url("**/rate/grid/")
+    cells = page.locator(".cell")
+    assert cells.count() == 3
+    first_key = cells.nth(0).get_attribute("data-key")
+    cells.nth(0).locator("button").click()  # toggled down
+    assert cells.nth(0).locator("button").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/rate/grid/")
+    page.wait_for_selector("text=Nothing left to rate")
+
+    votes = dict(Vote.objects.values_list("sample_id", "up"))
+    grid_first = int(first_key.split("-")[1])
+    assert len(votes) == 6 and set(votes) == set(generation.samples.values_list("pk", flat=True))
+    assert {k for k, up in votes.items() if not up} == {b, c, grid_first}
+    assert Vote.objects.filter(rater=rater).count() == 6
+    assert VoteEvent.objects.filter(action="undo").count() == 1
+    assert get_user_model().objects.get(username="alice").rater == rater
+    generation.refresh_from_db()
+    assert generation.state == "done"  # the last vote closed rating and curation ran
