@@ -25,9 +25,11 @@ SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
 
 @dataclass(frozen=True)
 class SampleConfig:
-    # Chosen by measured quality against DDPM-1000 on the same checkpoint: see bench/samplers.py.
+    # Chosen by measured quality against DDPM-1000 on the same checkpoint (bench/results/samplers.md):
+    # on digits with the cosine schedule, DPM-Solver++ at 20 steps reaches FD 0.295 against
+    # DDPM-1000's 0.279, with higher recall, in 1% of the time; DDIM gets worse with more steps.
     sampler: str = "dpm-solver++"
-    steps: int = 50
+    steps: int = 20
     # The sampling bias, explicit: the starting noise is scaled by `temperature`. Below 1 it
     # truncates towards the typical samples (the MAD paper's lambda < 1); 1 is unbiased.
     temperature: float = 1.0
