@@ -42,9 +42,24 @@ class SampleAdmin(admin.ModelAdmin):
 
 @admin.register(models.Rater)
 class RaterAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "user", "active")
+    list_display = ("name", "kind", "user", "active", "paused_reason")
     list_filter = ("kind", "active")
     search_fields = ("name", "user__username")
+    actions = ("pause", "resume")
+
+    @admin.action(description="Pause the selected raters and flag their votes")
+    def pause(self, request, queryset):
+        from curation.rating import pause_rater
+
+        for rater in queryset:
+            pause_rater(rater=rater, reason=f"paused by {request.user.get_username()}")
+
+    @admin.action(description="Resume the selected raters")
+    def resume(self, request, queryset):
+        from curation.rating import resume_rater
+
+        for rater in queryset:
+            resume_rater(rater=rater)
 
 
 @admin.register(models.Vote)
@@ -65,3 +80,34 @@ class DiscriminatorVersionAdmin(admin.ModelAdmin):
 class TrainingMemberAdmin(admin.ModelAdmin):
     list_display = ("generation", "real_image", "sample", "fresh")
     list_filter = ("fresh", "generation__experiment")
+
+
+@admin.register(models.GoldItem)
+class GoldItemAdmin(admin.ModelAdmin):
+    list_display = ("experiment", "kind", "expected_up", "description")
+    list_filter = ("kind", "experiment")
+
+
+@admin.register(models.GoldAnswer)
+class GoldAnswerAdmin(admin.ModelAdmin):
+    list_display = ("rater", "gold_item", "up", "correct", "created_at")
+    list_filter = ("correct", "rater")
+
+
+@admin.register(models.VoteEvent)
+class VoteEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "rater", "action", "up", "sample", "gold_item")
+    list_filter = ("action", "rater")
+    search_fields = ("request_id", "rater__name")
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the history is append-only
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(models.Claim)
+class ClaimAdmin(admin.ModelAdmin):
+    list_display = ("rater", "sample", "expires_at")
+    list_filter = ("rater",)

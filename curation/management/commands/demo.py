@@ -15,10 +15,11 @@ from django.core.management.base import BaseCommand
 from curation import tasks
 from curation.datasets import ensure_digits_dataset, real_models
 from curation.ml.experiment_config import preset
-from curation.models import Experiment
+from curation.models import Experiment, Rater
 from curation.services import create_experiment, start_experiment
 
 DEMO_NAME = "Demo: digits, augmentation loop, human+discriminator curation"
+RATING_DEMO_NAME = "Demo: rate it yourself (digits, human raters)"
 
 
 class Command(BaseCommand):
@@ -30,43 +31,56 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Set up and enqueue, but start no processes.")
 
     def handle(self, *args, **options) -> None:
-        password = self._ensure_user()
+        staff_password = self._ensure_user("demo", staff=True)
+        rater_password = self._ensure_user("rater", staff=False)
         self.stdout.write("Preparing the digits dataset and its reference models...")
         dataset = ensure_digits_dataset()
         floor = real_models(dataset.pk).real_floor
-        experiment = Experiment.objects.filter(name=DEMO_NAME).first()
-        if experiment is None:
-            config = preset("digits").replace(generations=options["generations"])
-            experiment = create_experiment(name=DEMO_NAME, config=config)
-            Experiment.objects.filter(pk=experiment.pk).update(real_floor=floor)
-        if experiment.status == Experiment.Status.DRAFT:
-            generation = start_experiment(experiment=experiment)
-            tasks.enqueue(generation.pk)
+        # Queued first, so that samples are open for rating after one generation's training.
+        rating_config = preset("digits").replace(**{
+            "generations": 2, "samples_per_generation": 1000, "rating.raters": "human",
+            "rating.rating_budget": 64, "rating.votes_per_sample": 1,
+        })
+        self._start(RATING_DEMO_NAME, rating_config, floor)
+        experiment = self._start(DEMO_NAME, preset("digits").replace(generations=options["generations"]), floor)
+        base = f"http://{options['address']}"
         self.stdout.write(self.style.SUCCESS(
-            f"\nOuroboros is starting at http://{options['address']}/experiments/{experiment.pk}/\n"
-            f"Log in as 'demo' with password: {password}\n"
-            "The demo trains G0 on 1,000 real digits, samples 1,000, lets simulated raters vote, fits the\n"
-            "discriminator, curates and trains the next generation; about 2-3 minutes a generation on 2 cores.\n"
+            f"\nOuroboros is starting at {base}/\n"
+            f"  staff: log in as 'demo' with password {staff_password} and watch {base}/experiments/{experiment.pk}/\n"
+            f"  rater: log in as 'rater' with password {rater_password} and rate at {base}/rate/\n"
+            "The simulated demo trains G0 on 1,000 real digits, samples 1,000, lets simulated raters vote, fits\n"
+            "the discriminator, curates and trains the next generation: about 2-3 minutes a generation on 2 cores.\n"
+            "The rate-it-yourself experiment opens 64 samples for rating once its G0 is trained.\n"
             "Stop with Ctrl-C.\n"
         ))
         if options["no_serve"]:
             return
         self._serve(options["address"])
 
-    def _ensure_user(self) -> str:
-        password_file = settings.VAR_DIR / "demo-password.txt"
+    def _start(self, name: str, config, floor: dict) -> Experiment:
+        experiment = Experiment.objects.filter(name=name).first()
+        if experiment is None:
+            experiment = create_experiment(name=name, config=config)
+            Experiment.objects.filter(pk=experiment.pk).update(real_floor=floor)
+        if experiment.status == Experiment.Status.DRAFT:
+            generation = start_experiment(experiment=experiment)
+            tasks.enqueue(generation.pk)
+        return experiment
+
+    def _ensure_user(self, username: str, *, staff: bool) -> str:
+        """The user, with a password kept in var/ so that a second start prints the same one."""
+        password_file = settings.VAR_DIR / f"demo-password-{username}.txt"
         user_model = get_user_model()
-        user = user_model.objects.filter(username="demo").first()
-        if user is not None and password_file.exists():
-            return password_file.read_text().strip()
-        password = os.environ.get("OUROBOROS_DEMO_PASSWORD") or secrets.token_urlsafe(9)
-        if user is None:
-            user = user_model(username="demo", is_staff=True, is_superuser=True)
-        user.set_password(password)
-        user.save()
-        password_file.parent.mkdir(parents=True, exist_ok=True)
-        password_file.write_text(password)
-        return password
+        user = user_model.objects.filter(username=username).first()
+        if user is None or not password_file.exists():
+            password = os.environ.get("OUROBOROS_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+            user = user or user_model(username=username, is_staff=staff, is_superuser=staff)
+            user.set_password(password)
+            user.save()
+            password_file.parent.mkdir(parents=True, exist_ok=True)
+            password_file.write_text(password)
+        Rater.objects.get_or_create(user=user, defaults={"name": username, "kind": Rater.Kind.HUMAN})
+        return password_file.read_text().strip()
 
     def _serve(self, address: str) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
