@@ -28,6 +28,7 @@ RESULTS = ROOT / "bench" / "results"
 
 def setup_django(var_dir: str) -> None:
     os.environ["OUROBOROS_VAR_DIR"] = var_dir
+    os.environ["ALLOWED_HOSTS"] = "testserver"  # the test client's host
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
@@ -73,6 +74,9 @@ def populate(samples: int, prior_votes_per_sample: int):
 def measure(rater, votes: int) -> dict:
     from django.test import Client
 
+    from curation.models import GoldItem
+
+    gold_answers = dict(GoldItem.objects.values_list("pk", "expected_up"))  # a careful rater
     client = Client()
     client.force_login(rater.user)
     queue = client.get("/rate/api/next?count=8").json()["items"]
@@ -81,10 +85,13 @@ def measure(rater, votes: int) -> dict:
         item = queue.pop(0)
         started = time.perf_counter()
         response = client.post("/rate/api/vote", data=json.dumps(
-            {"kind": item["kind"], "id": item["id"], "up": True, "request_id": uuid.uuid4().hex}), content_type="application/json")
+            {"kind": item["kind"], "id": item["id"], "request_id": uuid.uuid4().hex,
+             "up": gold_answers[item["id"]] if item["kind"] == "gold" else True}), content_type="application/json")
         assert response.status_code == 200, response.content
         exclude = ",".join(f"{i['kind']}:{i['id']}" for i in queue)
-        fetched = client.get(f"/rate/api/next?count=1&exclude={exclude}").json()["items"]
+        data = client.get(f"/rate/api/next?count=1&exclude={exclude}").json()
+        assert "items" in data, data
+        fetched = data["items"]
         timings.append((time.perf_counter() - started) * 1000)
         queue += fetched
     timings.sort()
@@ -99,7 +106,7 @@ def measure(rater, votes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50_000)
-    parser.add_argument("--baseline-samples", type=int, default=200)
+    parser.add_argument("--baseline-samples", type=int, default=1000)
     parser.add_argument("--votes", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as var_dir:

@@ -158,7 +158,8 @@ class Sample(models.Model):
         constraints = [models.UniqueConstraint(fields=["generation", "index"], name="unique_sample_index")]
         indexes = [
             models.Index(fields=["generation", "accepted"]),
-            models.Index(fields=["needs_votes", "rating_rank"], name="sample_queue"),
+            # The rating queue: open samples of a generation in rank order (partial, so it stays small).
+            models.Index(fields=["generation", "rating_rank"], condition=Q(needs_votes=True), name="sample_queue"),
         ]
         ordering = ["generation", "index"]
 

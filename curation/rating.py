@@ -201,6 +201,14 @@ def gold_queue_item(gold: GoldItem) -> dict:
     }
 
 
+def open_generation_ids() -> list[int]:
+    return list(
+        Generation.objects.filter(open_for_raters=True, experiment__status=Experiment.Status.RUNNING).values_list(
+            "pk", flat=True
+        )
+    )
+
+
 def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = timezone.now, rng=None) -> list[dict]:
     """Up to `count` items for the rater, claimed for them; their own live claims first."""
     if not rater.active:
@@ -208,31 +216,41 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
     now = clock()
     excluded_samples = {int(i) for kind, i in exclude if kind == "sample"}
     excluded_gold = {int(i) for kind, i in exclude if kind == "gold"}
-    open_samples = Sample.objects.filter(
-        needs_votes=True,
-        generation__open_for_raters=True,
-        generation__experiment__status=Experiment.Status.RUNNING,
-    ).exclude(Exists(Vote.objects.filter(rater=rater, sample=OuterRef("pk")))).exclude(pk__in=excluded_samples)
-
-    mine = list(
-        open_samples.filter(Exists(Claim.objects.filter(rater=rater, sample=OuterRef("pk"), expires_at__gt=now)))
-        .select_related("generation__experiment")
-        .order_by("rating_rank")[:count]
-    )
-    others_claims = (
-        Claim.objects.filter(sample=OuterRef("pk"), expires_at__gt=now)
-        .exclude(rater=rater)
-        .values("sample")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    fresh = list(
-        open_samples.exclude(pk__in=[s.pk for s in mine])
-        .annotate(claimed=Coalesce(Subquery(others_claims), 0))
-        .filter(vote_count__lt=F("generation__votes_needed") - F("claimed"))
-        .select_related("generation__experiment")
-        .order_by("rating_rank")[: count - len(mine)]
-    ) if len(mine) < count else []
+    generations = open_generation_ids()
+    if not generations:
+        return []
+    voted_by_rater = Vote.objects.filter(rater=rater, sample=OuterRef("pk"))
+    my_claims = list(Claim.objects.filter(rater=rater, expires_at__gt=now).values_list("sample_id", flat=True))
+    mine = []
+    if my_claims:
+        # Sorted here: ordered in SQL, SQLite would walk the whole queue index to find a handful of ids.
+        mine = Sample.objects.filter(pk__in=my_claims, needs_votes=True, generation_id__in=generations).exclude(
+            Exists(voted_by_rater)
+        ).exclude(pk__in=excluded_samples).select_related("generation__experiment")
+        mine = sorted(mine, key=lambda s: s.rating_rank)[:count]
+    fresh: list[Sample] = []
+    if len(mine) < count:
+        others_claims = (
+            Claim.objects.filter(sample=OuterRef("pk"), expires_at__gt=now)
+            .exclude(rater=rater)
+            .values("sample")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        skip = excluded_samples | {s.pk for s in mine}
+        # One query per open generation, each walking the (generation, needs_votes, rating_rank) index
+        # in order and stopping at its limit; then merged by rank. Open generations are few.
+        for generation_id in generations:
+            fresh += (
+                Sample.objects.filter(generation_id=generation_id, needs_votes=True)
+                .exclude(Exists(voted_by_rater))
+                .exclude(pk__in=skip)
+                .annotate(claimed=Coalesce(Subquery(others_claims), 0))
+                .filter(vote_count__lt=F("generation__votes_needed") - F("claimed"))
+                .select_related("generation__experiment")
+                .order_by("rating_rank")[: count - len(mine)]
+            )
+        fresh = sorted(fresh, key=lambda s: s.rating_rank)[: count - len(mine)]
     samples = mine + fresh
     _claim(rater, samples, now)
 
@@ -282,15 +300,18 @@ class Counters:
     left: int  # samples in open generations this rater can still vote on
 
 
-def counters(*, rater: Rater, clock: Clock = timezone.now) -> Counters:
+def rated_today(*, rater: Rater, clock: Clock = timezone.now) -> int:
     today = timezone.localtime(clock()).replace(hour=0, minute=0, second=0, microsecond=0)
-    rated_today = Vote.objects.filter(rater=rater, created_at__gte=today).count()
-    left = (
-        Sample.objects.filter(needs_votes=True, generation__open_for_raters=True)
-        .exclude(Exists(Vote.objects.filter(rater=rater, sample=OuterRef("pk"))))
-        .count()
-    )
-    return Counters(rated_today=rated_today, left=left)
+    return Vote.objects.filter(rater=rater, created_at__gte=today).count()
+
+
+def counters(*, rater: Rater, clock: Clock = timezone.now) -> Counters:
+    generations = open_generation_ids()
+    # Open samples, less those this rater already voted on: two index counts instead of an
+    # anti-join over every open sample.
+    waiting = Sample.objects.filter(needs_votes=True, generation_id__in=generations).count()
+    voted = Vote.objects.filter(rater=rater, sample__needs_votes=True, sample__generation_id__in=generations).count()
+    return Counters(rated_today=rated_today(rater=rater, clock=clock), left=waiting - voted)
 
 
 def cast(*, rater: Rater, kind: str, item_id, up, request_id: Optional[str] = None) -> None:

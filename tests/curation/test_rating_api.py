@@ -33,7 +33,8 @@ def test_next_vote_and_undo_round_trip(rater_client):
     assert len(data["items"]) == 3 and data["counters"]["left"] == 6
     first = data["items"][0]
     response = post(rater_client, "/rate/api/vote", {"kind": "sample", "id": first["id"], "up": True, "request_id": "r-000001"})
-    assert response.status_code == 200 and response.json()["counters"] == {"rated_today": 1, "left": 5}
+    assert response.status_code == 200 and response.json()["counters"] == {"rated_today": 1}
+    assert rater_client.get("/rate/api/next?count=3").json()["counters"] == {"rated_today": 1, "left": 5}
     again = post(rater_client, "/rate/api/vote", {"kind": "sample", "id": first["id"], "up": True, "request_id": "r-000001"})
     assert again.status_code == 200 and Vote.objects.count() == 1
     undone = post(rater_client, "/rate/api/undo", {"request_id": "u-000001"}).json()

@@ -20,10 +20,15 @@
   const key = (item) => `${item.kind}:${item.id}`;
   const newId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
 
+  const left = document.getElementById("left");
   function setCounters(c) {
     if (!c) return;
     document.getElementById("rated-today").textContent = c.rated_today;
-    document.getElementById("left").textContent = c.left;
+    if (c.left !== undefined) left.textContent = c.left;
+  }
+  function countLeft(change) {
+    const n = parseInt(left.textContent, 10);
+    if (!Number.isNaN(n)) left.textContent = Math.max(0, n + change);
   }
 
   function show() {
@@ -94,12 +99,14 @@
     queue.shift();
     show();
     send(urls.vote, {kind: item.kind, id: item.id, up, request_id: newId()});
+    if (item.kind === "sample") countLeft(-1);  // gold items are not samples
     refill();
   }
 
   async function undo() {
     const data = await send(urls.undo, {request_id: newId()});
     if (data && data.item) {
+      if (data.item.kind === "sample") countLeft(+1);
       queue = queue.filter((i) => key(i) !== key(data.item));
       queue.unshift(data.item);
       show();
