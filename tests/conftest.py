@@ -26,6 +26,16 @@ def django_db_setup(django_db_setup, django_db_blocker, media_root):
 
 
 @pytest.fixture(autouse=True)
+def fresh_experiment_media(media_root):
+    """Experiment files are keyed by database ids, which a rolled-back test hands out again: clear
+    them after each test so that no test finds another's checkpoint."""
+    import shutil
+
+    yield
+    shutil.rmtree(media_root / "experiments", ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
 def celery_in_process():
     """Tasks run in the calling process unless a test is about the broker."""
     from config.celery import app
