@@ -40,13 +40,24 @@ def _config(generation: Generation):
 # --- votes --------------------------------------------------------------------------------------
 
 
-def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[str] = None) -> Vote:
-    """Record `rater`'s up or down vote on `sample`. Voting again changes the vote; it never adds one.
-    A replayed request (same `request_id`) returns the vote it already recorded."""
+def _check_can_vote(rater: Rater, up) -> None:
     if not isinstance(up, bool):
         raise CurationError("a vote is up (true) or down (false)")
     if not rater.active:
         raise CurationError(f"rater {rater.name} is paused and cannot vote: {rater.paused_reason or 'ask staff'}")
+
+
+def _count_vote(sample: Sample, change: int) -> None:
+    """Keep a sample's counted votes, and whether it still needs some, in step with its votes."""
+    sample.vote_count = max(0, sample.vote_count + change)
+    sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
+    sample.save(update_fields=["vote_count", "needs_votes"])
+
+
+def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[str] = None) -> Vote:
+    """Record `rater`'s up or down vote on `sample`. Voting again changes the vote; it never adds one.
+    A replayed request (same `request_id`) returns the vote it already recorded."""
+    _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
     with transaction.atomic():
         if VoteEvent.objects.filter(request_id=request_id).exists():
@@ -60,9 +71,7 @@ def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[st
             vote.up = up
             vote.save(update_fields=["up", "updated_at"])
         if created:
-            sample.vote_count += 1
-            sample.needs_votes = sample.to_rate and sample.vote_count < generation.votes_needed
-            sample.save(update_fields=["vote_count", "needs_votes"])
+            _count_vote(sample, +1)
         VoteEvent.objects.create(rater=rater, sample=sample, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
         Claim.objects.filter(rater=rater, sample=sample).delete()
         if created and generation.open_for_raters:
@@ -107,9 +116,7 @@ def undo_last(*, rater: Rater, request_id: Optional[str] = None) -> Optional[dic
             deleted = Vote.objects.filter(rater=rater, sample=sample).first()
             if deleted is not None:
                 if not deleted.flagged:
-                    sample.vote_count = max(0, sample.vote_count - 1)
-                    sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
-                    sample.save(update_fields=["vote_count", "needs_votes"])
+                    _count_vote(sample, -1)
                 deleted.delete()
         else:
             GoldAnswer.objects.filter(rater=rater, gold_item_id=last.gold_item_id).delete()
@@ -128,10 +135,7 @@ def _item_of_event(event: VoteEvent) -> dict:
 
 def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Optional[str] = None) -> GoldAnswer:
     """A rater's answer on a gold item; pauses the rater when their gold accuracy falls below the bar."""
-    if not isinstance(up, bool):
-        raise CurationError("a vote is up (true) or down (false)")
-    if not rater.active:
-        raise CurationError(f"rater {rater.name} is paused and cannot vote: {rater.paused_reason or 'ask staff'}")
+    _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
     with transaction.atomic():
         if VoteEvent.objects.filter(request_id=request_id).exists():
@@ -163,10 +167,7 @@ def pause_rater(*, rater: Rater, reason: str) -> None:
         rater.active, rater.paused_reason = False, reason[:300]
         open_votes = Vote.objects.filter(rater=rater, flagged=False, sample__generation__state=Generation.State.RATING)
         for vote in open_votes.select_related("sample__generation"):
-            sample = vote.sample
-            sample.vote_count = max(0, sample.vote_count - 1)
-            sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
-            sample.save(update_fields=["vote_count", "needs_votes"])
+            _count_vote(vote.sample, -1)
         Vote.objects.filter(rater=rater).update(flagged=True)
         Claim.objects.filter(rater=rater).delete()
 
@@ -186,6 +187,7 @@ def queue_item(sample: Sample) -> dict:
         "image_url": sample.image.url,
         "experiment": generation.experiment.name,
         "generation": generation.index,
+        "generation_id": generation.pk,
     }
 
 
@@ -198,6 +200,7 @@ def gold_queue_item(gold: GoldItem) -> dict:
         "image_url": gold.image.url,
         "experiment": gold.experiment.name,
         "generation": generation.index if generation else None,
+        "generation_id": generation.pk if generation else None,
     }
 
 
@@ -298,6 +301,7 @@ def _mix_in_gold(rater: Rater, items: list[dict], samples: list[Sample], exclude
 class Counters:
     rated_today: int
     left: int  # samples in open generations this rater can still vote on
+    left_by_generation: dict  # generation id -> the same, per generation
 
 
 def rated_today(*, rater: Rater, clock: Clock = timezone.now) -> int:
@@ -309,9 +313,17 @@ def counters(*, rater: Rater, clock: Clock = timezone.now) -> Counters:
     generations = open_generation_ids()
     # Open samples, less those this rater already voted on: two index counts instead of an
     # anti-join over every open sample.
-    waiting = Sample.objects.filter(needs_votes=True, generation_id__in=generations).count()
-    voted = Vote.objects.filter(rater=rater, sample__needs_votes=True, sample__generation_id__in=generations).count()
-    return Counters(rated_today=rated_today(rater=rater, clock=clock), left=waiting - voted)
+    waiting = dict(
+        Sample.objects.filter(needs_votes=True, generation_id__in=generations)
+        .values_list("generation_id").annotate(n=Count("pk")).values_list("generation_id", "n")
+    )
+    voted = dict(
+        Vote.objects.filter(rater=rater, sample__needs_votes=True, sample__generation_id__in=generations)
+        .values_list("sample__generation_id").annotate(n=Count("pk")).values_list("sample__generation_id", "n")
+    )
+    by_generation = {g: waiting.get(g, 0) - voted.get(g, 0) for g in generations}
+    return Counters(rated_today=rated_today(rater=rater, clock=clock), left=sum(by_generation.values()),
+                    left_by_generation=by_generation)
 
 
 def cast(*, rater: Rater, kind: str, item_id, up, request_id: Optional[str] = None) -> None:

@@ -52,7 +52,8 @@ def rate_page(request):
 
 def _counters(rater) -> dict:
     c = rating.counters(rater=rater)
-    return {"rated_today": c.rated_today, "left": c.left}
+    return {"rated_today": c.rated_today, "left": c.left,
+            "left_by_generation": {str(g): n for g, n in c.left_by_generation.items()}}
 
 
 def _error(message: str, status: int = 400) -> JsonResponse:

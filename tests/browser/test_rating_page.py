@@ -31,6 +31,7 @@ def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, 
     user.save()
     log_in(page, live_server.url, "alice", "correct horse battery", "/rate/")
     page.wait_for_url("**/rate/")
+    page.wait_for_function("document.getElementById('left').textContent === '6'")
 
     a = current_id(page)
     page.keyboard.press("k")  # up
@@ -45,6 +46,7 @@ def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, 
     page.keyboard.press("ArrowDown")  # c down instead
     page.wait_for_function(f"document.getElementById('current').dataset.id === '{d}'")
     page.wait_for_function("document.getElementById('rated-today').textContent === '3'")
+    assert page.text_content("#left") == "3"  # left in this generation, counted down as votes go
     assert dict(Vote.objects.values_list("sample_id", "up")) == {a: True, b: False, c: False}
 
     page.keyboard.press("g")  # grid mode: the three samples left

@@ -34,7 +34,8 @@ def test_next_vote_and_undo_round_trip(rater_client):
     first = data["items"][0]
     response = post(rater_client, "/rate/api/vote", {"kind": "sample", "id": first["id"], "up": True, "request_id": "r-000001"})
     assert response.status_code == 200 and response.json()["counters"] == {"rated_today": 1}
-    assert rater_client.get("/rate/api/next?count=3").json()["counters"] == {"rated_today": 1, "left": 5}
+    counters = rater_client.get("/rate/api/next?count=3").json()["counters"]
+    assert counters == {"rated_today": 1, "left": 5, "left_by_generation": {str(first["generation_id"]): 5}}
     again = post(rater_client, "/rate/api/vote", {"kind": "sample", "id": first["id"], "up": True, "request_id": "r-000001"})
     assert again.status_code == 200 and Vote.objects.count() == 1
     undone = post(rater_client, "/rate/api/undo", {"request_id": "u-000001"}).json()

@@ -21,14 +21,21 @@
   const newId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
 
   const left = document.getElementById("left");
+  let leftByGeneration = {};  // generation id -> samples this rater can still vote on there
+  function showLeft() {
+    const item = queue[0];
+    const n = item ? leftByGeneration[item.generation_id] : undefined;
+    left.textContent = n === undefined ? "0" : n;
+  }
   function setCounters(c) {
     if (!c) return;
     document.getElementById("rated-today").textContent = c.rated_today;
-    if (c.left !== undefined) left.textContent = c.left;
+    if (c.left_by_generation !== undefined) { leftByGeneration = c.left_by_generation; showLeft(); }
   }
-  function countLeft(change) {
-    const n = parseInt(left.textContent, 10);
-    if (!Number.isNaN(n)) left.textContent = Math.max(0, n + change);
+  function countLeft(item, change) {
+    const n = leftByGeneration[item.generation_id];
+    if (n !== undefined) leftByGeneration[item.generation_id] = Math.max(0, n + change);
+    showLeft();
   }
 
   function show() {
@@ -45,6 +52,7 @@
     caption.textContent = `${item.experiment} · generation ${item.generation}`;
     figure.dataset.kind = item.kind;
     figure.dataset.id = item.id;
+    showLeft();
   }
 
   async function refill() {
@@ -99,15 +107,15 @@
     queue.shift();
     show();
     send(urls.vote, {kind: item.kind, id: item.id, up, request_id: newId()});
-    if (item.kind === "sample") countLeft(-1);  // gold items are not samples
+    if (item.kind === "sample") countLeft(item, -1);  // gold items are not samples
     refill();
   }
 
   async function undo() {
     const data = await send(urls.undo, {request_id: newId()});
     if (data && data.item) {
-      if (data.item.kind === "sample") countLeft(+1);
       queue = queue.filter((i) => key(i) !== key(data.item));
+      if (data.item.kind === "sample") countLeft(data.item, +1);
       queue.unshift(data.item);
       show();
     }
