@@ -114,7 +114,7 @@ def api_undo(request):
         item = rating.undo_last(rater=request.rater, request_id=str(body.get("request_id") or "") or None)
     except CurationError as error:
         return _error(str(error))
-    return JsonResponse({"item": item, "counters": _counters(request.rater)})
+    return JsonResponse({"item": item, "counters": {"rated_today": rating.rated_today(rater=request.rater)}})
 
 
 @rater_required

@@ -21,20 +21,29 @@
   const newId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
 
   const left = document.getElementById("left");
-  let leftByGeneration = {};  // generation id -> samples this rater can still vote on there
+  // "Left in this generation": the server's count at a fetch, plus the votes and undos made here
+  // since that fetch was sent. Fetches and votes go out through one ordered chain, so the server's
+  // count includes exactly the changes made before the fetch.
+  let leftAtFetch = {};   // generation id -> count from the last fetch
+  let localChanges = {};  // generation id -> running total of local changes (-1 a vote, +1 an undo)
+  let changesAtFetch = {};
   function showLeft() {
     const item = queue[0];
-    const n = item ? leftByGeneration[item.generation_id] : undefined;
-    left.textContent = n === undefined ? "0" : n;
+    if (!item || leftAtFetch[item.generation_id] === undefined) { left.textContent = "0"; return; }
+    const g = item.generation_id;
+    left.textContent = Math.max(0, leftAtFetch[g] + (localChanges[g] || 0) - (changesAtFetch[g] || 0));
   }
-  function setCounters(c) {
+  function setCounters(c, changesWhenSent) {
     if (!c) return;
     document.getElementById("rated-today").textContent = c.rated_today;
-    if (c.left_by_generation !== undefined) { leftByGeneration = c.left_by_generation; showLeft(); }
+    if (c.left_by_generation !== undefined && changesWhenSent !== undefined) {
+      leftAtFetch = c.left_by_generation;
+      changesAtFetch = changesWhenSent;
+      showLeft();
+    }
   }
   function countLeft(item, change) {
-    const n = leftByGeneration[item.generation_id];
-    if (n !== undefined) leftByGeneration[item.generation_id] = Math.max(0, n + change);
+    localChanges[item.generation_id] = (localChanges[item.generation_id] || 0) + change;
     showLeft();
   }
 
@@ -55,11 +64,15 @@
     showLeft();
   }
 
-  async function refill() {
+  function refill() {
     if (fetching || queue.length > prefetch / 2) return fetching;
     const exclude = queue.map(key).join(",");
-    fetching = fetch(`${urls.next}?count=${prefetch}&exclude=${encodeURIComponent(exclude)}`, {headers: {Accept: "application/json"}})
-      .then(async (response) => {
+    // Taken now: the votes made so far are ahead of this fetch in the chain, later ones behind it.
+    const changesWhenSent = {...localChanges};
+    fetching = outbox = outbox.then(async () => {
+      try {
+        const response = await fetch(`${urls.next}?count=${prefetch}&exclude=${encodeURIComponent(exclude)}`,
+                                     {headers: {Accept: "application/json"}});
         const data = await response.json();
         if (!response.ok) throw new Error(data.error || response.statusText);
         const known = new Set(queue.map(key));
@@ -68,11 +81,14 @@
         exhausted = fresh.length === 0;
         const wasEmpty = queue.length === 0;
         queue.push(...fresh);
-        setCounters(data.counters);
+        setCounters(data.counters, changesWhenSent);
         if (wasEmpty) show();
-      })
-      .catch((error) => { status.textContent = `Could not load samples: ${error.message}`; })
-      .finally(() => { fetching = null; });
+      } catch (error) {
+        status.textContent = `Could not load samples: ${error.message}`;
+      } finally {
+        fetching = null;
+      }
+    });
     return fetching;
   }
 
