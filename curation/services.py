@@ -10,7 +10,7 @@ import numpy as np
 from django.db import transaction
 
 from curation.datasets import ensure_digits_dataset, real_arrays
-from curation.ml.experiment_config import ConfigError, ExperimentConfig
+from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.raters import SimulatedRaterConfig
 from curation.models import Experiment, Generation, Rater, TrainingMember
 from training.data import split_real

@@ -88,7 +88,7 @@ def test_samples_come_in_rank_order_and_active_learning_ranks_by_uncertainty(gen
 
 
 def test_gold_items_are_mixed_in_and_not_counted_as_samples(tiny_config):
-    generation = open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=0.5)
+    open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=0.5)
     alice = human_rater("alice")
     items = rating.next_items(rater=alice, count=20, rng=np.random.default_rng(0))
     gold = [i for i in items if i["kind"] == "gold"]
