@@ -272,6 +272,7 @@ class DiscriminatorVersion(models.Model):
     features = models.CharField(max_length=300)
     model_file = models.FileField(max_length=300)
     vote_count = models.PositiveIntegerField(help_text="Voted samples it was fitted on.")
+    votes_fingerprint = models.CharField(max_length=64, help_text="sha256 of the (sample, verdict) pairs it was fitted on.")
     accuracy = models.FloatField(null=True, blank=True, help_text="On held-out votes.")
     auc = models.FloatField(null=True, blank=True, help_text="On held-out votes.")
     train_count = models.PositiveIntegerField()

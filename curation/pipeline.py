@@ -9,6 +9,7 @@ and the `run_experiment` command both call `run_step`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import pickle
 import time
@@ -226,7 +227,7 @@ def reorder_rating_queue(generation: Generation) -> None:
     channels = generation.experiment.dataset.channels
     shares = _vote_shares(generation, voted, minimum_votes=1)
     discriminator = _discriminator_for(
-        generation, image_features(read_images([s.image.name for s in voted], channels)), shares >= 0.5, len(voted)
+        generation, [s.pk for s in voted], image_features(read_images([s.image.name for s in voted], channels)), shares >= 0.5
     )
     fitted = pickle.loads(media_path(discriminator.model_file.name).read_bytes())
     scores = fitted.score(image_features(read_images([s.image.name for s in waiting], channels)))
@@ -287,7 +288,8 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     discriminator = None
     scores = np.full(len(samples), np.nan)
     if voted.sum() > 0:
-        discriminator = _discriminator_for(generation, features[voted], vote_share[voted] >= 0.5, int(voted.sum()))
+        voted_ids = [s.pk for s, has_votes in zip(samples, voted) if has_votes]
+        discriminator = _discriminator_for(generation, voted_ids, features[voted], vote_share[voted] >= 0.5)
         fitted = pickle.loads(media_path(discriminator.model_file.name).read_bytes())
         scores = fitted.score(features)
 
@@ -315,10 +317,14 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         _continue_experiment(generation, config)
 
 
-def _discriminator_for(generation: Generation, features, accepted, vote_count: int) -> DiscriminatorVersion:
-    """The latest discriminator fitted on exactly these votes, or a new version fitted now."""
+def _discriminator_for(generation: Generation, sample_ids: list[int], features, accepted) -> DiscriminatorVersion:
+    """The latest discriminator fitted on exactly these verdicts on these samples, or a new version
+    fitted now. (A count alone is not enough: an active-learning refit on partial votes can cover as
+    many samples as the final votes do, with other verdicts.)"""
+    pairs = ",".join(f"{i}:{int(a)}" for i, a in sorted(zip(sample_ids, accepted)))
+    fingerprint = hashlib.sha256(pairs.encode()).hexdigest()
     latest = generation.discriminators.order_by("-version").first()
-    if latest is not None and latest.vote_count == vote_count:
+    if latest is not None and latest.votes_fingerprint == fingerprint:
         return latest
     fit = fit_discriminator(features, accepted, seed=generation.index)
     version = (latest.version + 1) if latest else 1
@@ -330,7 +336,8 @@ def _discriminator_for(generation: Generation, features, accepted, vote_count: i
         version=version,
         features=f"64 pixels + {', '.join(FEATURE_NAMES)}; standardised logistic regression",
         model_file=path,
-        vote_count=vote_count,
+        vote_count=len(sample_ids),
+        votes_fingerprint=fingerprint,
         accuracy=fit.accuracy,
         auc=fit.auc,
         train_count=fit.train_count,

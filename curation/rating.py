@@ -277,12 +277,13 @@ def _mix_in_gold(rater: Rater, items: list[dict], samples: list[Sample], exclude
     experiments = {s.generation.experiment_id: s.generation.experiment for s in samples}
     if not experiments:
         return items
+    gold_rates = {pk: e.loop_config.rating.gold_rate for pk, e in experiments.items()}  # parsed once, not per item
     rng = rng or np.random.default_rng()
     answered = GoldAnswer.objects.filter(rater=rater).values("gold_item_id")
     mixed: list[dict] = []
     for item, sample in zip(items, samples):
         experiment = experiments[sample.generation.experiment_id]
-        if rng.random() < experiment.loop_config.rating.gold_rate:
+        if rng.random() < gold_rates[experiment.pk]:
             gold = (
                 GoldItem.objects.filter(experiment=experiment)
                 .exclude(pk__in=answered)

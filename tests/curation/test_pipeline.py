@@ -129,3 +129,16 @@ def test_run_experiment_rejects_a_bad_configuration_clearly(tmp_path):
     with pytest.raises(CommandError, match="set the real fraction to 0"):
         call_command("run_experiment", "--preset", "digits-tiny", "--loop", "fully-synthetic", "--real-fraction", "0.5",
                      "--output", str(tmp_path / "x.json"))
+
+
+def test_a_discriminator_is_reused_only_for_exactly_the_same_verdicts(tiny_config):
+    _, generation = started_experiment(tiny_config.replace(generations=1))
+    features = np.random.default_rng(0).normal(size=(10, 69))
+    verdicts = np.array([True, False] * 5)
+    first = pipeline._discriminator_for(generation, list(range(10)), features, verdicts)
+    assert pipeline._discriminator_for(generation, list(range(10)), features, verdicts) == first
+    flipped = verdicts.copy()
+    flipped[0] = not flipped[0]
+    # As many samples, other verdicts (say, a refit on partial votes): a new version.
+    second = pipeline._discriminator_for(generation, list(range(10)), features, flipped)
+    assert second.version == first.version + 1 and second.vote_count == 10
