@@ -11,13 +11,11 @@ import numpy as np
 from django.db import transaction
 
 from curation.images import encode_png, media_path, read_images, sha256, write_atomically
-from curation.ml.metrics import real_floor_frechet_distance
-from curation.ml.raters import RaterModel
-from curation.ml.reference import ReferenceClassifier
+from curation.ml.real import RealModels, fit_real_models
 from curation.models import RealDataset, RealImage
 from training.data import NO_LABEL, load_digits_dataset
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: RealModels moved to curation.ml.real
 
 
 def ensure_digits_dataset() -> RealDataset:
@@ -74,15 +72,6 @@ def real_arrays(dataset_id: int) -> RealArrays:
     return RealArrays(ids=np.array([r[0] for r in rows]), images=images, labels=labels)
 
 
-@dataclass
-class RealModels:
-    reference: ReferenceClassifier
-    rater_model: RaterModel
-    real_features: np.ndarray
-    class_proportions: dict
-    real_floor: dict
-
-
 @functools.lru_cache(maxsize=4)
 def real_models(dataset_id: int) -> RealModels:
     """Fitted once per dataset, stored beside its images, loaded from there afterwards."""
@@ -90,17 +79,6 @@ def real_models(dataset_id: int) -> RealModels:
     if path.exists():
         return pickle.loads(path.read_bytes())
     arrays = real_arrays(dataset_id)
-    reference = ReferenceClassifier.fit(arrays.images, arrays.labels, seed=0)
-    groups = reference.predict(arrays.images) if np.any(arrays.labels == NO_LABEL) else arrays.labels
-    rater_model = RaterModel.fit(arrays.images, groups, seed=0)
-    real_features = reference.features(arrays.images)
-    values, counts = np.unique(groups, return_counts=True)
-    models = RealModels(
-        reference=reference,
-        rater_model=rater_model,
-        real_features=real_features,
-        class_proportions={int(v): float(c) / len(groups) for v, c in zip(values, counts)},
-        real_floor={"fd": real_floor_frechet_distance(real_features), "samples_per_half": len(groups) // 2},
-    )
+    models = fit_real_models(arrays.images, arrays.labels)
     write_atomically(str(path.relative_to(media_path(""))), pickle.dumps(models))
     return models

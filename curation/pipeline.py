@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from curation.datasets import real_arrays, real_models
 from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
+from curation.ml.experiment_config import METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
 from curation.ml.metrics import sample_metrics
 from curation.ml.policy import curate
@@ -39,8 +40,6 @@ from training.train import train_unet
 logger = logging.getLogger(__name__)
 State = Generation.State
 GRID_SAMPLES = 128
-# Keys that separate the seeds of stored samples, metric-only samples and rating order.
-SAMPLE_KEY, METRIC_KEY, RATING_ORDER_KEY, TRAIN_KEY = 1, 2, 3, 4
 
 
 def run_step(generation_id: int, *, bar: bool = False) -> Generation:
@@ -119,11 +118,13 @@ def training_images(generation: Generation) -> np.ndarray:
 def train_step(generation: Generation, *, bar: bool = False) -> None:
     _set_state(generation, State.TRAINING)
     config = generation.experiment.loop_config
-    train_config = dataclasses.replace(
-        config.train,
-        seed=sample_seed(config.seed, TRAIN_KEY, generation.index),
-        device=settings.OUROBOROS_DEVICE,
+    train_config, continues = config.train_config_for(
+        generation.index, seed=sample_seed(config.seed, TRAIN_KEY, generation.index), device=settings.OUROBOROS_DEVICE
     )
+    init_from = None
+    if continues:
+        previous = generation.experiment.generations.get(index=generation.index - 1)
+        init_from = media_path(previous.checkpoint_dir)
     relative = _checkpoint_dir(generation)
     with GenerationProgress(generation, "training", bar=bar) as progress:
         result = train_unet(
@@ -131,6 +132,7 @@ def train_step(generation: Generation, *, bar: bool = False) -> None:
             model_config=config.model,
             train_config=train_config,
             checkpoint_dir=media_path(relative),
+            init_from=init_from,
             progress=progress,
         )
     _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256)

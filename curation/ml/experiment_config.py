@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     pass
 
 
+# Keys that separate the seeds a generation derives from the experiment seed (with `sample_seed`):
+# stored samples, metric-only samples, rating order and training.
+SAMPLE_KEY, METRIC_KEY, RATING_ORDER_KEY, TRAIN_KEY = 1, 2, 3, 4
+
+
 def default_panel() -> tuple[SimulatedRaterConfig, ...]:
     # Three raters of differing strictness and care, as a real panel would be.
     return (
@@ -85,6 +90,12 @@ class ExperimentConfig:
     # Metrics use at least this many samples: on 256, FD has a floor near 0.95 even for real data.
     metric_samples: int = 1000
     seed: int = 0
+    # After G0, start each generation from the previous generation's weights and train it for
+    # `continue_steps` steps, instead of training a new model from scratch for `train.steps`.
+    continue_training: bool = False
+    continue_steps: int = 500
+    # Create and start the next generation as soon as one is done; off, staff advance by hand.
+    auto_advance: bool = True
     model: ModelConfig = DIGITS_MODEL
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
@@ -106,6 +117,20 @@ class ExperimentConfig:
             )
         if self.curation.policy in ("human", "human+discriminator", "discriminator") and self.rating.rating_budget == 0:
             raise ValueError(f"the {self.curation.policy!r} policy needs votes: set a rating budget above 0")
+        if self.continue_steps < 1:
+            raise ValueError("continue_steps must be at least 1")
+        if self.pool_size < 1:
+            raise ValueError("the real pool needs at least one image")
+
+    def train_config_for(self, generation: int, *, seed: int, device: str) -> tuple[TrainConfig, bool]:
+        """The training settings of one generation, and whether it starts from the previous one's weights."""
+        continues = self.continue_training and generation > 0
+        config = dataclasses.replace(self.train, seed=seed, device=device)
+        if continues:
+            config = dataclasses.replace(
+                config, steps=self.continue_steps, warmup_steps=min(config.warmup_steps, self.continue_steps // 10)
+            )
+        return config, continues
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
