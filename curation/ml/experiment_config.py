@@ -203,6 +203,21 @@ PRESETS: dict[str, ExperimentConfig] = {
         mix=MixConfig(train_size=300),
         rating=RatingConfig(rating_budget=48),
     ),
+    # The collapse study on a CPU: G0 as in `digits` but on a 500-image pool (leaving a reservoir for
+    # fresh loops), later generations continuing from the previous weights for 300 steps.
+    "study-cpu": ExperimentConfig(
+        pool_size=500,
+        mix=MixConfig(train_size=500),
+        continue_training=True,
+        continue_steps=300,
+    ),
+    # The collapse study on CUDA: the wider UNet, every generation trained from scratch.
+    "study-gpu": ExperimentConfig(
+        pool_size=500,
+        mix=MixConfig(train_size=500),
+        model=DIGITS_MODEL_LARGE,
+        train=TrainConfig(steps=6000, batch_size=256, learning_rate=1e-3),
+    ),
     # For a GPU: a wider UNet trained longer, same native resolution.
     "digits-large": ExperimentConfig(
         model=DIGITS_MODEL_LARGE,
