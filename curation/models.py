@@ -52,6 +52,10 @@ class Experiment(models.Model):
     real_reservoir = models.JSONField(default=list)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    cloned_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones",
+        help_text="The experiment whose settings this one started from.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Metrics of the real data against itself, the floor any generation can reach.
     real_floor = models.JSONField(default=dict, blank=True)

@@ -30,7 +30,7 @@ from curation.ml.metrics import sample_metrics
 from curation.ml.policy import curate
 from curation.ml.raters import simulated_votes
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
-from curation.progress import GenerationProgress
+from curation.progress import GenerationProgress, StepInterrupted
 from curation.rating import cast_vote
 from curation.services import CurationError, ensure_gold_items, simulated_rater
 from generation.sampling import sample_images, sample_seed
@@ -54,6 +54,10 @@ def run_step(generation_id: int, *, bar: bool = False) -> Generation:
     started = time.monotonic()
     try:
         step(generation, bar=bar)
+    except StepInterrupted as interruption:
+        logger.info("generation %s stopped in %s: %s", generation, generation.state, interruption)
+        generation.refresh_from_db()
+        return generation
     except Exception as error:
         fail_generation(generation, error)
         raise
@@ -93,7 +97,14 @@ def _configure_torch() -> None:
 
 
 def _set_state(generation: Generation, state: str, **fields) -> None:
-    Generation.objects.filter(pk=generation.pk).update(state=state, **fields)
+    """Move a generation on, unless staff cancelled it (or it failed) while the step ran."""
+    changed = (
+        Generation.objects.filter(pk=generation.pk)
+        .exclude(state__in=(State.CANCELLED, State.FAILED))
+        .update(state=state, **fields)
+    )
+    if not changed:
+        raise StepInterrupted(f"generation {generation.index} was cancelled while its step ran")
     generation.state = state
 
 
@@ -376,7 +387,8 @@ def _continue_experiment(generation: Generation, config) -> None:
     if generation.index + 1 >= config.generations:
         Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.DONE)
         return
-    create_next_generation(generation, config)
+    if config.auto_advance:
+        create_next_generation(generation, config)
 
 
 def create_next_generation(generation: Generation, config) -> Generation:

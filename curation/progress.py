@@ -8,14 +8,19 @@ import time
 from django.utils import timezone
 from tqdm import tqdm
 
-from curation.models import Generation
+from curation.models import Experiment, Generation
 
 WRITE_INTERVAL_SECONDS = 0.5
+
+
+class StepInterrupted(Exception):
+    """Staff paused or cancelled the experiment while one of its steps was running."""
 
 
 class GenerationProgress:
     def __init__(self, generation: Generation, step: str, *, bar: bool = False):
         self.generation_id = generation.pk
+        self.experiment_id = generation.experiment_id
         self.step = step
         self.last_write = 0.0
         self.bar = tqdm(total=1, desc=f"G{generation.index} {step}", leave=False, unit="it") if bar else None
@@ -36,6 +41,11 @@ class GenerationProgress:
                 progress_message=message[:300],
                 progress_updated_at=timezone.now(),
             )
+            # Each write also looks at the experiment, so pausing or cancelling stops a step within
+            # a second; training resumes from its last checkpoint, other steps redo their unsaved work.
+            status = Experiment.objects.filter(pk=self.experiment_id).values_list("status", flat=True).first()
+            if status != Experiment.Status.RUNNING:
+                raise StepInterrupted(f"the experiment is {status}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -20,7 +20,7 @@ class CurationError(Exception):
     """A request the loop cannot carry out, with the reason in words."""
 
 
-def create_experiment(*, name: str, config: ExperimentConfig, created_by=None) -> Experiment:
+def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, cloned_from=None) -> Experiment:
     """An experiment in draft, with its real data split into the G0 pool and the fresh reservoir."""
     if not name.strip():
         raise CurationError("an experiment needs a name")
@@ -55,6 +55,7 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None) -
             real_pool=[int(ids[i]) for i in split.pool],
             real_reservoir=reservoir,
             created_by=created_by,
+            cloned_from=cloned_from,
         )
 
 
@@ -125,3 +126,143 @@ def ensure_gold_items(*, experiment: Experiment) -> None:
     with transaction.atomic():
         if not experiment.gold_items.exists():
             GoldItem.objects.bulk_create(rows)
+
+
+# --- staff actions on an experiment -------------------------------------------------------------
+
+Status = Experiment.Status
+GenState = Generation.State
+TERMINAL = (GenState.DONE, GenState.FAILED, GenState.CANCELLED)
+
+# Which experiment states each action applies to; anything else is refused with a reason.
+ACTIONS = {
+    "start": (Status.DRAFT,),
+    "pause": (Status.RUNNING,),
+    "resume": (Status.PAUSED,),
+    "advance": (Status.RUNNING, Status.DONE),
+    "retry": (Status.FAILED,),
+    "cancel": (Status.DRAFT, Status.RUNNING, Status.PAUSED, Status.FAILED),
+}
+ACTION_HELP = {
+    "start": "only a draft can start",
+    "pause": "only a running experiment can pause",
+    "resume": "only a paused experiment can resume",
+    "advance": "advancing applies to a running experiment waiting for votes or for staff, or a finished one",
+    "retry": "only a failed experiment has a step to retry",
+    "cancel": "a finished or cancelled experiment cannot be cancelled",
+}
+
+
+def allowed_actions(experiment: Experiment) -> list[str]:
+    return [name for name, states in ACTIONS.items() if experiment.status in states]
+
+
+def current_generation(experiment: Experiment):
+    """The generation the loop is working on: the first one not finished, else the last."""
+    generations = experiment.generations.order_by("index")
+    return generations.exclude(state__in=TERMINAL).first() or generations.last()
+
+
+def perform_action(*, experiment: Experiment, action: str):
+    """Carry out a staff action. Returns the generation whose step must be queued (or None). An action
+    the experiment's state does not allow raises CurationError and changes nothing."""
+    if action not in ACTIONS:
+        raise CurationError(f"unknown action {action!r}; actions are {', '.join(ACTIONS)}")
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        if experiment.status not in ACTIONS[action]:
+            raise CurationError(
+                f"cannot {action} {experiment.name!r}: it is {experiment.status}; {ACTION_HELP[action]}"
+            )
+        return ACTION_FUNCTIONS[action](experiment)
+
+
+def _start(experiment: Experiment):
+    return start_experiment(experiment=experiment)
+
+
+def _pause(experiment: Experiment):
+    experiment.status = Status.PAUSED
+    experiment.save(update_fields=["status"])
+    return None
+
+
+def _resume(experiment: Experiment):
+    experiment.status = Status.RUNNING
+    experiment.save(update_fields=["status"])
+    generation = current_generation(experiment)
+    if generation is not None and generation.state == GenState.DONE:
+        return _next_generation(experiment, generation)
+    return generation
+
+
+def _retry(experiment: Experiment):
+    generation = experiment.generations.filter(state=GenState.FAILED).order_by("index").first()
+    if generation is None:
+        raise CurationError(f"{experiment.name!r} is failed but none of its generations is: nothing to retry")
+    Generation.objects.filter(pk=generation.pk).update(
+        state=generation.failed_step or GenState.PENDING, error="", failed_step="", progress_message="retrying"
+    )
+    experiment.status = Status.RUNNING
+    experiment.save(update_fields=["status"])
+    return generation
+
+
+def _cancel(experiment: Experiment):
+    experiment.status = Status.CANCELLED
+    experiment.save(update_fields=["status"])
+    experiment.generations.exclude(state__in=TERMINAL).update(
+        state=GenState.CANCELLED, open_for_raters=False, progress_message="cancelled"
+    )
+    return None
+
+
+def _advance(experiment: Experiment):
+    """Move the loop on by hand: close rating early (the discriminator scores what humans did not
+    rate), start the next generation when automatic advance is off, or extend a finished experiment
+    by one generation."""
+    generation = current_generation(experiment)
+    if generation is None:
+        raise CurationError(f"{experiment.name!r} has no generation yet: start it first")
+    if experiment.status == Status.DONE:
+        config = experiment.loop_config.replace(generations=generation.index + 2)
+        experiment.config = config.to_dict()
+        experiment.status = Status.RUNNING
+        experiment.save(update_fields=["config", "status"])
+        return _next_generation(experiment, generation)
+    if generation.state == GenState.RATING:
+        if not generation.samples.filter(vote_count__gt=0).exists() and experiment.loop_config.curation.policy != "none":
+            raise CurationError(
+                f"G{generation.index} has no votes yet: its {experiment.loop_config.curation.policy} curation "
+                "needs some before rating can close"
+            )
+        generation.samples.filter(needs_votes=True).update(needs_votes=False)
+        Generation.objects.filter(pk=generation.pk).update(state=GenState.CURATING, open_for_raters=False)
+        return generation
+    if generation.state == GenState.DONE:
+        return _next_generation(experiment, generation)
+    raise CurationError(
+        f"G{generation.index} is {generation.state}: it moves on by itself; advancing applies while a "
+        "generation waits for votes, or after the last one"
+    )
+
+
+def _next_generation(experiment: Experiment, generation: Generation):
+    from curation.pipeline import create_next_generation
+
+    config = experiment.loop_config
+    if generation.index + 1 >= config.generations:
+        experiment.status = Status.DONE
+        experiment.save(update_fields=["status"])
+        return None
+    return create_next_generation(generation, config)
+
+
+ACTION_FUNCTIONS = {
+    "start": _start,
+    "pause": _pause,
+    "resume": _resume,
+    "advance": _advance,
+    "retry": _retry,
+    "cancel": _cancel,
+}

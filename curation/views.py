@@ -1,34 +1,122 @@
-"""Staff pages: experiments, their generations and live progress."""
+"""Staff pages: experiments, their generations, live progress, plots and the actions that run them."""
 
 from __future__ import annotations
 
+import numpy as np
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from curation.models import Experiment
-from curation.selectors import generation_report
+from curation import tasks
+from curation.datasets import ensure_digits_dataset, real_models
+from curation.forms import PRESET_CHOICES, ExperimentForm
+from curation.images import grid_png, read_images
+from curation.ml.experiment_config import ConfigError, preset
+from curation.ml.plots import CURVE_METRICS, panel_png
+from curation.models import Experiment, Generation
+from curation.selectors import generation_agreement, generation_report
+from curation.services import ACTIONS, CurationError, allowed_actions, create_experiment, perform_action
+
+staff_only = staff_member_required(login_url="/accounts/login/")
+EXAMPLES = 64
 
 
-@staff_member_required(login_url="/accounts/login/")
+@staff_only
 def experiment_list(request):
     experiments = Experiment.objects.prefetch_related("generations")
     return render(request, "curation/experiment_list.html", {"experiments": experiments})
 
 
-@staff_member_required(login_url="/accounts/login/")
+@staff_only
+def experiment_create(request):
+    name = request.GET.get("preset") or request.POST.get("preset") or "digits"
+    try:
+        base = preset(name)
+    except ConfigError as error:
+        messages.error(request, str(error))
+        return redirect("curation:experiment-create")
+    return _experiment_form(request, base=base, preset_name=name, cloned_from=None)
+
+
+@staff_only
+def experiment_clone(request, pk: int):
+    source = get_object_or_404(Experiment, pk=pk)
+    return _experiment_form(request, base=source.loop_config, preset_name="", cloned_from=source)
+
+
+def _experiment_form(request, *, base, preset_name: str, cloned_from):
+    if request.method == "POST":
+        form = ExperimentForm(request.POST, base=base)
+        if form.is_valid():
+            try:
+                experiment = create_experiment(
+                    name=form.cleaned_data["name"], config=form.config, created_by=request.user, cloned_from=cloned_from
+                )
+            except CurationError as error:
+                form.add_error(None, str(error))
+            else:
+                floor = real_models(experiment.dataset_id).real_floor
+                Experiment.objects.filter(pk=experiment.pk).update(real_floor=floor)
+                messages.success(request, f"Created {experiment.name!r} as a draft: start it when ready.")
+                return redirect("curation:experiment-detail", pk=experiment.pk)
+    else:
+        name = f"{cloned_from.name} (copy)" if cloned_from else ""
+        form = ExperimentForm(initial={"name": name}, base=base)
+    ensure_digits_dataset()
+    return render(request, "curation/experiment_form.html", {
+        "form": form, "presets": PRESET_CHOICES, "preset": preset_name, "cloned_from": cloned_from,
+        "device": settings.OUROBOROS_DEVICE,
+    }, status=400 if request.method == "POST" else 200)
+
+
+@staff_only
 def experiment_detail(request, pk: int):
     experiment = get_object_or_404(Experiment, pk=pk)
-    generations = experiment.generations.order_by("index")
-    return render(request, "curation/experiment_detail.html", {"experiment": experiment, "generations": generations})
+    generations = list(experiment.generations.order_by("index"))
+    return render(request, "curation/experiment_detail.html", {
+        "experiment": experiment,
+        "generations": generations,
+        "actions": [(name, name in allowed_actions(experiment)) for name in ACTIONS],
+        "has_metrics": any(g.metrics.get("fd") is not None for g in generations),
+        "plot_version": "-".join(f"{g.index}{g.state}" for g in generations),
+    })
 
 
-@staff_member_required(login_url="/accounts/login/")
+@staff_only
+@require_POST
+def experiment_action(request, pk: int, action: str):
+    experiment = get_object_or_404(Experiment, pk=pk)
+    try:
+        generation = perform_action(experiment=experiment, action=action)
+    except CurationError as error:
+        messages.error(request, str(error))
+    else:
+        if generation is not None:
+            tasks.enqueue(generation.pk)
+        messages.success(request, DONE_MESSAGES[action].format(name=experiment.name))
+    return redirect("curation:experiment-detail", pk=pk)
+
+
+DONE_MESSAGES = {
+    "start": "Started {name!r}: G0 is queued for training.",
+    "pause": "Paused {name!r}: its running step stops within a second or two and resumes from its last checkpoint.",
+    "resume": "Resumed {name!r}.",
+    "advance": "Advanced {name!r}.",
+    "retry": "Retrying the failed step of {name!r}.",
+    "cancel": "Cancelled {name!r}.",
+}
+
+
+@staff_only
 def experiment_progress(request, pk: int):
     experiment = get_object_or_404(Experiment, pk=pk)
     return JsonResponse(
         {
             "status": experiment.status,
+            "actions": allowed_actions(experiment),
             "generations": [
                 {
                     "index": g.index,
@@ -42,3 +130,71 @@ def experiment_progress(request, pk: int):
             ],
         }
     )
+
+
+@staff_only
+def experiment_plot(request, pk: int):
+    """The experiment's metric curves over generations, one panel per metric."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    generations = [g for g in experiment.generations.order_by("index") if g.metrics.get("fd") is not None]
+    if not generations:
+        raise Http404("no generation has metrics yet")
+    series = {
+        metric: {experiment.name: [(_number(g.metrics.get(metric)), 0.0) for g in generations]} for metric in CURVE_METRICS
+    }
+    floor = experiment.real_floor.get("fd")
+    png = panel_png(CURVE_METRICS, series, references={"fd": floor} if floor else None, reference_label="real vs real")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+@staff_only
+def generation_detail(request, pk: int, index: int):
+    generation = get_object_or_404(Generation.objects.select_related("experiment"), experiment_id=pk, index=index)
+    experiment = generation.experiment
+    samples = generation.samples
+    histogram = generation.metrics.get("class_histogram") or {}
+    proportions = real_models(experiment.dataset_id).class_proportions
+    classes = [
+        {"label": label, "share": share, "real": proportions.get(int(label), 0.0),
+         "accepted": (generation.metrics.get("acceptance_by_class") or {}).get(label)}
+        for label, share in sorted(histogram.items(), key=lambda item: int(item[0]))
+    ]
+    return render(request, "curation/generation_detail.html", {
+        "experiment": experiment,
+        "generation": generation,
+        "report": generation_report(generation),
+        "classes": classes,
+        "counts": {
+            "samples": samples.count(),
+            "accepted": samples.filter(accepted=True).count(),
+            "rejected": samples.filter(accepted=False).count(),
+            "rated": samples.filter(vote_count__gt=0).count(),
+        },
+        "discriminators": generation.discriminators.order_by("-version"),
+        "agreement": generation_agreement(generation) if generation.state in ("curating", "done") else None,
+        "previous": experiment.generations.filter(index=index - 1).first(),
+        "next": experiment.generations.filter(index=index + 1).first(),
+    })
+
+
+@staff_only
+def generation_examples(request, pk: int, index: int, kind: str):
+    """A grid of accepted or rejected samples (the best- or worst-scored first)."""
+    generation = get_object_or_404(Generation.objects.select_related("experiment__dataset"), experiment_id=pk, index=index)
+    if kind not in ("accepted", "rejected"):
+        raise Http404("examples are accepted or rejected")
+    rows = generation.samples.filter(accepted=(kind == "accepted"))
+    order = "-discriminator_score" if kind == "accepted" else "discriminator_score"
+    paths = list(rows.order_by(order, "index").values_list("image", flat=True)[:EXAMPLES])
+    if not paths:
+        raise Http404(f"no {kind} samples")
+    images = read_images(paths, generation.experiment.dataset.channels)
+    response = HttpResponse(grid_png(np.asarray(images), columns=16), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=60"
+    return response

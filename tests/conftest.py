@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 
@@ -50,3 +55,34 @@ def celery_in_process():
 def tiny_config():
     """A configuration that runs a generation in a few seconds."""
     return preset("digits-tiny")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def worker(media_root):
+    """A real `celery worker` process on the test database (use with transactional tests)."""
+    from config.celery import app
+
+    broker = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+    for stale in broker.glob("*"):  # messages left by an earlier, interrupted run
+        stale.unlink()
+    app.conf.task_always_eager = False
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        "MEDIA_ROOT": str(media_root),
+        "OUROBOROS_VAR_DIR": str(settings.VAR_DIR),
+        # One thread: the worker shares the machine with the test process (and, for browser tests,
+        # the live server and Chromium); oversubscribed torch threads slow training tenfold.
+        "OUROBOROS_TORCH_THREADS": "1",
+    }
+    environment.pop("CELERY_TASK_ALWAYS_EAGER", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        cwd=ROOT, env=environment,
+    )
+    yield process
+    process.kill()
+    process.wait()

@@ -11,6 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+# The curves every experiment and study plots over generations.
+CURVE_METRICS = ("fd", "precision", "recall", "coverage", "classes_covered", "acceptance_rate")
+
 LABELS = {
     "fd": "Fréchet distance (lower is better)",
     "precision": "precision (quality)",

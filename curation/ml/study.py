@@ -41,6 +41,7 @@ from curation.ml.experiment_config import (
 )
 from curation.ml.imaging import grid_png
 from curation.ml.metrics import sample_metrics
+from curation.ml.plots import CURVE_METRICS, curves_png
 from curation.ml.policy import curate
 from curation.ml.raters import simulated_votes
 from curation.ml.real import RealModels, fit_real_models
@@ -63,8 +64,6 @@ METRICS = (
     "acceptance_rate",
     "discriminator_auc",
 )
-# Plotted and judged: the six curves PRODUCT.md asks for.
-PLOTTED = ("fd", "precision", "recall", "coverage", "classes_covered", "acceptance_rate")
 
 Progress = Callable[[int, int, str], None]
 
@@ -428,13 +427,12 @@ def verdicts(run: StudyRun, summary: dict) -> dict:
 
 def write_outputs(run: StudyRun, *, machine: str = "") -> dict:
     """report.md, metrics.csv, one PNG per metric (a curve per variant), and sample grids."""
-    from curation.ml.plots import curves_png
 
     plan = run.plan
     summary = summarise(run)
     judged = verdicts(run, summary)
     _write_csv(run)
-    for metric in PLOTTED:
+    for metric in CURVE_METRICS:
         series = {}
         for variant in plan.variants:
             points = [summary[(variant.name, g, metric)] for g in range(plan.generations)]
@@ -532,7 +530,7 @@ def _report_md(run: StudyRun, summary: dict, judged: dict, machine: str) -> str:
             lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Plots and grids", ""]
-    lines += [f"![{m}](plot-{m}.png)" for m in PLOTTED]
+    lines += [f"![{m}](plot-{m}.png)" for m in CURVE_METRICS]
     lines += ["", f"Sample grids of seed {plan.seeds[0]}: `grids/g00-shared.png` (G0) and "
               f"`grids/g{last:02d}-<variant>.png` (G{last} of each variant). Raw figures: `metrics.csv`.", ""]
     return "\n".join(lines)

@@ -1,9 +1,6 @@
 """The embedded default with a real `celery worker` process: filesystem broker, SQLite file, no server."""
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,31 +12,6 @@ from curation.models import Experiment, Vote
 from tests.curation.factories import started_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def worker(media_root):
-    from config.celery import app
-
-    broker = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
-    for stale in broker.glob("*"):  # messages left by an earlier, interrupted run
-        stale.unlink()
-    app.conf.task_always_eager = False
-    environment = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        "MEDIA_ROOT": str(media_root),
-        "OUROBOROS_VAR_DIR": str(settings.VAR_DIR),
-    }
-    environment.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-        cwd=ROOT, env=environment,
-    )
-    yield process
-    process.kill()
-    process.wait()
 
 
 def test_a_two_generation_loop_runs_through_a_real_worker_on_the_filesystem_broker(worker, tiny_config):

@@ -1,0 +1,122 @@
+"""The experiment form: every loop setting of PRODUCT.md, validated by the configuration itself."""
+
+from __future__ import annotations
+
+import copy
+
+from django import forms
+
+from curation.ml.experiment_config import PRESETS, RATER_KINDS, ConfigError, ExperimentConfig
+from curation.ml.policy import POLICIES
+from generation.sampling import SAMPLERS
+from training.mix import LOOPS
+
+MODEL_SIZES = {"small": (16, 32), "large": (64, 128)}
+SCHEDULES = (("squaredcos_cap_v2", "cosine"), ("linear", "linear"))
+
+
+def _choices(values) -> list[tuple[str, str]]:
+    return [(v, v) for v in values]
+
+
+# (section, dotted setting, form field). The form reads its initial values from a configuration and
+# writes the user's values back with `ExperimentConfig.replace`, so any rule the configuration
+# enforces (a fully-synthetic loop has no real data, a budget within the samples...) is enforced here.
+SETTINGS = [
+    ("Loop", "generations", forms.IntegerField(min_value=1, max_value=100, help_text="Including G0.")),
+    ("Loop", "mix.loop", forms.ChoiceField(choices=_choices(LOOPS), label="Loop type",
+                                           help_text="fully-synthetic: only the last generation's accepted samples; "
+                                           "augmentation: a fixed real set plus synthetic; fresh: new real data each generation.")),
+    ("Loop", "mix.real_fraction", forms.FloatField(min_value=0, max_value=1, label="Real fraction",
+                                                   help_text="Real share of each training set after G0 (0 for fully-synthetic).")),
+    ("Loop", "mix.accumulate", forms.BooleanField(required=False, label="Accumulate synthetic data",
+                                                  help_text="Draw synthetic images from every generation so far, not only the last.")),
+    ("Loop", "mix.train_size", forms.IntegerField(min_value=1, label="Training set size")),
+    ("Loop", "pool_size", forms.IntegerField(min_value=1, label="Real pool for G0",
+                                             help_text="The rest of the real data is the fresh loop's reservoir.")),
+    ("Loop", "auto_advance", forms.BooleanField(required=False, label="Advance automatically",
+                                                help_text="Off: each next generation waits for staff to press Advance.")),
+    ("Sampling", "samples_per_generation", forms.IntegerField(min_value=1, label="Samples per generation")),
+    ("Sampling", "sample.sampler", forms.ChoiceField(choices=_choices(SAMPLERS), label="Sampler")),
+    ("Sampling", "sample.steps", forms.IntegerField(min_value=1, max_value=1000, label="Sampler steps")),
+    ("Sampling", "sample.temperature", forms.FloatField(min_value=0.01, max_value=2, label="Sampling temperature",
+                                                         help_text="The sampling bias: below 1 truncates toward typical samples (the MAD paper's λ).")),
+    ("Sampling", "metric_samples", forms.IntegerField(min_value=16, label="Samples for metrics")),
+    ("Curation", "curation.policy", forms.ChoiceField(choices=_choices(POLICIES), label="Curation policy")),
+    ("Curation", "curation.threshold", forms.FloatField(min_value=0, max_value=1, label="Acceptance threshold")),
+    ("Curation", "curation.diversity_guard", forms.BooleanField(required=False, label="Diversity guard",
+                                                                 help_text="Accept per class in the real data's proportions.")),
+    ("Curation", "curation.guard_floor", forms.FloatField(min_value=0, max_value=1, label="Guard floor",
+                                                           help_text="The lowest score the guard may accept to fill a class's quota.")),
+    ("Rating", "rating.raters", forms.ChoiceField(choices=_choices(RATER_KINDS), label="Raters")),
+    ("Rating", "rating.votes_per_sample", forms.IntegerField(min_value=1, max_value=20, label="Votes needed per sample")),
+    ("Rating", "rating.rating_budget", forms.IntegerField(min_value=0, label="Samples rated per generation",
+                                                          help_text="The discriminator scores the rest.")),
+    ("Rating", "rating.active_learning", forms.BooleanField(required=False, label="Active learning",
+                                                            help_text="Show raters the samples the discriminator is least sure of first.")),
+    ("Rating", "rating.gold_rate", forms.FloatField(min_value=0, max_value=0.99, label="Gold item rate")),
+    ("Model", "model.block_out_channels", forms.ChoiceField(
+        choices=[(k, f"{k} ({'/'.join(map(str, v))} channels)") for k, v in MODEL_SIZES.items()], label="UNet size")),
+    ("Model", "model.beta_schedule", forms.ChoiceField(choices=SCHEDULES, label="Training noise schedule")),
+    ("Model", "train.steps", forms.IntegerField(min_value=1, max_value=200_000, label="Training steps")),
+    ("Model", "train.batch_size", forms.IntegerField(min_value=1, max_value=4096, label="Batch size")),
+    ("Model", "train.learning_rate", forms.FloatField(min_value=1e-7, max_value=1, label="Learning rate")),
+    ("Model", "continue_training", forms.BooleanField(required=False, label="Continue from the previous generation",
+                                                      help_text="After G0, fine-tune the previous weights instead of training from scratch.")),
+    ("Model", "continue_steps", forms.IntegerField(min_value=1, label="Steps when continuing")),
+    ("Model", "seed", forms.IntegerField(min_value=0, label="Seed")),
+]
+
+
+def _field_name(dotted: str) -> str:
+    return dotted.replace(".", "__")
+
+
+def _get(config: dict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    if dotted == "model.block_out_channels":
+        return next((k for k, v in MODEL_SIZES.items() if tuple(value) == v), "small")
+    return value
+
+
+class ExperimentForm(forms.Form):
+    name = forms.CharField(max_length=200)
+
+    def __init__(self, *args, base: ExperimentConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.base = base
+        data = base.to_dict()
+        for section, dotted, field in SETTINGS:
+            field = copy.deepcopy(field)  # forms must not share field instances
+            field.initial = _get(data, dotted)
+            field.section = section
+            self.fields[_field_name(dotted)] = field
+
+    def sections(self) -> list[tuple[str, list]]:
+        grouped: dict[str, list] = {}
+        for section, dotted, _ in SETTINGS:
+            grouped.setdefault(section, []).append(self[_field_name(dotted)])
+        return list(grouped.items())
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        changes = {}
+        for _, dotted, _ in SETTINGS:
+            value = cleaned[_field_name(dotted)]
+            if dotted == "model.block_out_channels":
+                value = list(MODEL_SIZES[value])
+                changes["model.norm_num_groups"] = 8 if value[0] < 32 else 32
+                changes["model.layers_per_block"] = 1 if value[0] < 32 else 2
+            changes[dotted] = value
+        try:
+            self.config = self.base.replace(**changes)
+        except ConfigError as error:
+            raise forms.ValidationError(f"These settings do not work together: {error}.") from error
+        return cleaned
+
+
+PRESET_CHOICES = sorted(PRESETS)

@@ -1,0 +1,62 @@
+"""Staff create an experiment in a real browser, start it, watch its progress live and see its metrics."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from curation.models import Experiment
+from tests.browser.test_rating_page import log_in
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_staff_create_start_and_watch_an_experiment(live_server, page, worker):
+    get_user_model().objects.create_user("boss", password="staff password 1", is_staff=True)
+    log_in(page, live_server.url, "boss", "staff password 1", "/experiments/")
+    page.wait_for_url("**/experiments/")
+    page.click("text=New experiment")
+    page.select_option("#preset", "digits-tiny")
+    page.click("form.preset button")
+    page.wait_for_url("**preset=digits-tiny")
+
+    # A bad combination first: the form says why and keeps what was typed.
+    page.fill("#id_name", "browser loop")
+    page.select_option("#id_mix__loop", "fully-synthetic")
+    page.click("button.primary")
+    assert "a fully-synthetic loop trains on no real data" in page.inner_text(".errorlist")
+    assert page.input_value("#id_name") == "browser loop"
+    page.fill("#id_mix__real_fraction", "0")
+    page.fill("#id_generations", "2")
+    page.fill("#id_train__steps", "600")  # long enough to watch the bar move
+    page.click("button.primary")
+    page.wait_for_selector("text=as a draft")
+    experiment = Experiment.objects.get(name="browser loop")
+    assert experiment.loop_config.mix.loop == "fully-synthetic" and experiment.status == "draft"
+    assert page.is_disabled("button[data-action=pause]")
+
+    page.click("button[data-action=start]")
+    page.wait_for_selector("text=Started")
+    page.wait_for_selector(".timeline li[data-index='0'] .state-training", timeout=60_000)
+    # Progress moves without a page reload: a marker set now survives while the bar advances.
+    page.evaluate("window.stillHere = true")
+    before = page.eval_on_selector(".timeline li[data-index='0'] progress", "p => p.value")
+    page.wait_for_function(
+        f"window.stillHere && document.querySelector(\".timeline li[data-index='0'] progress\").value > {before} + 0.05",
+        timeout=60_000,
+    )
+    assert "training" in page.inner_text(".timeline li[data-index='0'] .message")
+
+    page.wait_for_function("['done', 'failed'].includes(document.getElementById('experiment-status').textContent)",
+                           timeout=300_000)
+    experiment.refresh_from_db()
+    assert experiment.status == "done", [(g.index, g.state, g.error) for g in experiment.generations.all()]
+    page.wait_for_function("document.getElementById('metric-plot').complete && document.getElementById('metric-plot').naturalWidth > 0")
+    rows = page.locator("#generations tr")
+    assert rows.count() == 2
+    fd = float(rows.nth(1).locator("td").nth(1).inner_text())
+    assert fd > 0
+    assert page.is_disabled("button[data-action=start]") and page.is_enabled("button[data-action=advance]")
+
+    page.click(".timeline li[data-index='1'] a")
+    page.wait_for_selector("text=Training set")
+    assert "Discriminator" in page.content()
+    page.wait_for_function("[...document.querySelectorAll('.grids img')].every(i => i.complete && i.naturalWidth > 0)")
