@@ -43,3 +43,24 @@ def test_anonymous_visitors_are_sent_to_log_in(client, experiment):
 
 def test_the_login_page_renders(client):
     assert "Log in" in client.get("/accounts/login/").content.decode()
+
+
+def test_the_admin_lists_searches_and_filters_every_model(client, experiment):
+    from django.contrib import admin
+
+    from curation import pipeline
+
+    pipeline.run_generation(experiment.generations.get().pk)
+    user = get_user_model().objects.create_superuser("root", password="pw")
+    client.force_login(user)
+    models = [m for m in admin.site._registry if m._meta.app_label == "curation"]
+    assert len(models) == 13
+    for model in models:
+        model_admin = admin.site._registry[model]
+        url = f"/admin/curation/{model._meta.model_name}/"
+        assert client.get(url).status_code == 200, url
+        if model_admin.search_fields:
+            assert client.get(url, {"q": "pages"}).status_code == 200, url
+        assert model_admin.list_display != ("__str__",), f"{model.__name__} has no useful columns"
+    page = client.get("/admin/curation/experiment/").content.decode()
+    assert "augmentation" in page and f"/experiments/{experiment.pk}/" in page
