@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,3 +83,29 @@ def real_models(dataset_id: int) -> RealModels:
     models = fit_real_models(arrays.images, arrays.labels)
     write_atomically(str(path.relative_to(media_path(""))), pickle.dumps(models))
     return models
+
+
+def import_image_folder(*, source, name: str) -> RealDataset:
+    """Import an ImageFolder directory or zip as a real dataset. Every file is read and checked before
+    anything is stored; a failure part-way leaves no rows and no files behind."""
+    import shutil
+
+    from training.image_folder import ImportProblem, read_image_folder
+
+    name = name.strip()
+    if not name:
+        raise ImportProblem("a dataset needs a name")
+    if RealDataset.objects.filter(name=name).exists():
+        raise ImportProblem(f"a dataset named {name!r} already exists: choose another name")
+    data = read_image_folder(source)
+    created = None
+    try:
+        created = import_arrays(name=name, source=f"import of {Path(source).name}", images=data.images, labels=data.labels)
+        RealDataset.objects.filter(pk=created.pk).update(class_names=list(data.class_names))
+    except BaseException:
+        if created is not None:
+            RealDataset.objects.filter(pk=created.pk).delete()
+            shutil.rmtree(media_path(f"datasets/{created.pk}"), ignore_errors=True)
+        raise
+    created.refresh_from_db()
+    return created

@@ -14,6 +14,7 @@ class RealDataset(models.Model):
     height = models.PositiveSmallIntegerField()
     width = models.PositiveSmallIntegerField()
     image_count = models.PositiveIntegerField(default=0)
+    class_names = models.JSONField(default=list, blank=True, help_text="Label index -> class name; empty when unlabelled.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -291,3 +292,48 @@ class DiscriminatorVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.generation} discriminator v{self.version}"
+
+
+class Export(models.Model):
+    """A curated dataset leaving Ouroboros: one file (a zip, or a CSV/JSON manifest) with provenance."""
+
+    class Format(models.TextChoices):
+        HF = "hf", "Hugging Face image folder (metadata.jsonl), zipped"
+        IMAGEFOLDER = "imagefolder", "torchvision ImageFolder, zipped"
+        MANIFEST_CSV = "manifest", "manifest (CSV)"
+        MANIFEST_JSON = "manifest-json", "manifest (JSON)"
+
+    class Layout(models.TextChoices):
+        LABEL = "label", "one folder per label"
+        VERDICT = "verdict", "accepted / rejected / real"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="exports")
+    generation = models.PositiveIntegerField(null=True, blank=True, help_text="Only this generation's samples; empty for all.")
+    format = models.CharField(max_length=20, choices=Format.choices)
+    layout = models.CharField(max_length=10, choices=Layout.choices, default=Layout.LABEL)
+    include_real = models.BooleanField(default=False)
+    include_rejected = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress_fraction = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    file = models.FileField(max_length=300, blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    record_count = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        scope = f"G{self.generation}" if self.generation is not None else "all generations"
+        return f"{self.experiment} {scope} {self.format}"

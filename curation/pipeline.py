@@ -173,7 +173,18 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
         predicted = models.reference.predict(images)
         rows = []
         for position, index in enumerate(missing):
-            data = encode_png(images[position])
+            data = encode_png(images[position], provenance={
+                "source": "synthetic",
+                "experiment": experiment.pk,
+                "experiment_name": experiment.name,
+                "generation": generation.index,
+                "sample_index": index,
+                "checkpoint_sha256": generation.checkpoint_sha256,
+                "sampler": sample_config.sampler,
+                "steps": sample_config.steps,
+                "temperature": sample_config.temperature,
+                "seed": seeds[position],
+            })
             path = write_atomically(f"experiments/{experiment.pk}/g{generation.index:03d}/samples/{index:05d}.png", data)
             rows.append(
                 Sample(

@@ -12,7 +12,7 @@ from django.db import transaction
 from curation.datasets import ensure_digits_dataset, real_arrays
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.raters import SimulatedRaterConfig
-from curation.models import Experiment, Generation, Rater, TrainingMember
+from curation.models import Experiment, Generation, Rater, RealDataset, TrainingMember
 from training.data import split_real
 
 
@@ -24,7 +24,19 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, c
     """An experiment in draft, with its real data split into the G0 pool and the fresh reservoir."""
     if not name.strip():
         raise CurationError("an experiment needs a name")
-    dataset = ensure_digits_dataset()
+    dataset = ensure_digits_dataset() if config.dataset == "digits" else RealDataset.objects.filter(name=config.dataset).first()
+    if dataset is None:
+        known = ", ".join(RealDataset.objects.order_by("name").values_list("name", flat=True))
+        raise CurationError(f"no dataset named {config.dataset!r}; stored datasets: {known}")
+    if (config.model.sample_size, config.model.channels) != (dataset.height, dataset.channels):
+        # The model is shaped by its data: an imported dataset sets the UNet's size and channels.
+        levels = len(config.model.block_out_channels)
+        if dataset.height % (2 ** (levels - 1)):
+            raise CurationError(
+                f"{dataset.name}'s {dataset.height}x{dataset.width} images cannot pass through a {levels}-level UNet: "
+                f"the size must divide by {2 ** (levels - 1)}"
+            )
+        config = config.replace(**{"model.sample_size": dataset.height, "model.channels": dataset.channels})
     ids = real_arrays(dataset.pk).ids
     if config.dataset_size is not None:
         if config.dataset_size > len(ids):

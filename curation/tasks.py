@@ -70,3 +70,10 @@ def reorder_rating_queue(generation_id: int) -> None:
     generation = Generation.objects.filter(pk=generation_id, state=State.RATING).first()
     if generation is not None:
         pipeline.reorder_rating_queue(generation)
+
+
+@shared_task(acks_late=True, name="curation.export_dataset")
+def export_dataset(export_id: int) -> None:
+    from curation.exports import run_export
+
+    run_export(export_id)

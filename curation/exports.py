@@ -1,0 +1,263 @@
+"""Curated datasets out of Ouroboros, with provenance on every record.
+
+Formats:
+- `hf`: an image folder with `metadata.jsonl` (the layout `datasets.load_dataset("imagefolder",
+  data_dir=...)` reads: every record field becomes a column beside the image);
+- `imagefolder`: torchvision's `ImageFolder` layout, one folder per label (or accepted / rejected /
+  real), with `manifest.csv` beside the class folders;
+- `manifest` / `manifest-json`: the records alone, as CSV or JSON.
+
+What is exported: the synthetic samples of the experiment (or of one generation) that curation
+accepted; optionally the rejected ones; optionally the real images the experiment trained on (its G0
+pool and every fresh draw). Every file is written under a temporary name and renamed into place, so
+no half-written export ever carries the final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Callable, Optional
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from curation.images import media_path, sha256
+from curation.models import Export, RealImage, Sample, TrainingMember, Vote
+
+Progress = Callable[[int, int, str], None]
+FIELDS = (
+    "id", "file_name", "sha256", "source", "label", "label_source", "experiment", "experiment_name", "generation",
+    "checkpoint_sha256", "sampler", "steps", "temperature", "seed", "up_votes", "down_votes", "raters",
+    "discriminator_score", "accepted", "accept_reason", "created_at",
+)
+UNLABELLED = "unlabelled"
+
+
+class ExportError(Exception):
+    pass
+
+
+def pseudonym(rater_id: int) -> str:
+    """A rater's stable pseudonymous id in exports: keyed by this deployment's secret, not reversible."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"rater:{rater_id}".encode(), hashlib.sha256).hexdigest()
+    return f"rater-{digest[:12]}"
+
+
+def collect_records(*, experiment, generation: Optional[int] = None, include_real: bool = False,
+                    include_rejected: bool = False) -> list[dict]:
+    """One record per exported image; `_path` (relative to MEDIA_ROOT) says where its bytes are."""
+    generations = experiment.generations.all()
+    if generation is not None:
+        generations = generations.filter(index=generation)
+        if not generations.exists():
+            raise ExportError(f"experiment {experiment.pk} has no generation {generation}")
+    samples = Sample.objects.filter(generation__in=generations).select_related("generation")
+    samples = samples.filter(accepted__isnull=False) if include_rejected else samples.filter(accepted=True)
+    samples = list(samples.order_by("generation__index", "index"))
+    tallies = {
+        row["sample_id"]: (row["ups"], row["downs"])
+        for row in Vote.objects.filter(sample__in=samples, flagged=False).values("sample_id").annotate(
+            ups=Count("pk", filter=Q(up=True)), downs=Count("pk", filter=Q(up=False))
+        )
+    }
+    raters: dict[int, list[str]] = {}
+    for sample_id, rater_id in Vote.objects.filter(sample__in=samples, flagged=False).values_list("sample_id", "rater_id"):
+        raters.setdefault(sample_id, []).append(pseudonym(rater_id))
+    records = []
+    for s in samples:
+        ups, downs = tallies.get(s.pk, (0, 0))
+        verdict = "accepted" if s.accepted else "rejected"
+        label = "" if s.predicted_class is None else str(s.predicted_class)
+        records.append({
+            "id": f"synthetic-{s.pk}",
+            "file_name": f"synthetic/g{s.generation.index:03d}/{s.index:05d}.png",
+            "sha256": s.sha256,
+            "source": "synthetic",
+            "label": label,
+            "label_source": "predicted by the reference classifier" if label else "",
+            "experiment": experiment.pk,
+            "experiment_name": experiment.name,
+            "generation": s.generation.index,
+            "checkpoint_sha256": s.generation.checkpoint_sha256,
+            "sampler": s.sampler,
+            "steps": s.steps,
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "up_votes": ups,
+            "down_votes": downs,
+            "raters": sorted(raters.get(s.pk, [])),
+            "discriminator_score": s.discriminator_score,
+            "accepted": bool(s.accepted),
+            "accept_reason": s.accept_reason,
+            "created_at": s.created_at.isoformat(),
+            "_path": s.image.name,
+            "_verdict": verdict,
+        })
+    if include_real:
+        used = set(experiment.real_pool) | set(
+            TrainingMember.objects.filter(generation__experiment=experiment, fresh=True).values_list("real_image_id", flat=True)
+        )
+        for image in RealImage.objects.filter(pk__in=used).select_related("dataset").order_by("index"):
+            records.append({
+                "id": f"real-{image.pk}",
+                "file_name": f"real/{image.index:06d}.png",
+                "sha256": image.sha256,
+                "source": "real",
+                "label": "" if image.label is None else str(image.label),
+                "label_source": "" if image.label is None else f"dataset {image.dataset.name}",
+                "experiment": experiment.pk,
+                "experiment_name": experiment.name,
+                "generation": None,
+                "checkpoint_sha256": "",
+                "sampler": "",
+                "steps": None,
+                "temperature": None,
+                "seed": None,
+                "up_votes": 0,
+                "down_votes": 0,
+                "raters": [],
+                "discriminator_score": None,
+                "accepted": True,
+                "accept_reason": "real",
+                "created_at": image.dataset.created_at.isoformat(),
+                "_path": image.image.name,
+                "_verdict": "real",
+            })
+    return records
+
+
+def public(record: dict) -> dict:
+    return {k: record[k] for k in FIELDS}
+
+
+def _folder(record: dict, layout: str) -> str:
+    if layout == Export.Layout.VERDICT:
+        return record["_verdict"]
+    return record["label"] or UNLABELLED
+
+
+def write_export(records: list[dict], *, fmt: str, layout: str, destination: Path, as_zip: bool,
+                 progress: Optional[Progress] = None) -> None:
+    """Write `records` in `fmt` to `destination` (a zip file, a directory, or a manifest file), atomically."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    if fmt in (Export.Format.MANIFEST_CSV, Export.Format.MANIFEST_JSON):
+        tmp.write_bytes(_manifest(records, fmt))
+        os.replace(tmp, destination)
+        _report(progress, len(records), len(records), "manifest written")
+        return
+    files = [(_member_name(r, fmt, layout), r["_path"]) for r in records]
+    extra = {"metadata.jsonl": _jsonl(records, fmt, layout)} if fmt == Export.Format.HF else {
+        "manifest.csv": _manifest([{**r, "file_name": _member_name(r, fmt, layout)} for r in records], Export.Format.MANIFEST_CSV)
+    }
+    try:
+        if as_zip:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+                for name, data in extra.items():
+                    archive.writestr(name, data)
+                for n, (name, path) in enumerate(files):
+                    archive.write(media_path(path), name)
+                    _every(progress, n + 1, len(files))
+        else:
+            tmp.mkdir()
+            for name, data in extra.items():
+                (tmp / name).write_bytes(data)
+            for n, (name, path) in enumerate(files):
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(media_path(path), target)
+                _every(progress, n + 1, len(files))
+        os.replace(tmp, destination)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+
+
+def _member_name(record: dict, fmt: str, layout: str) -> str:
+    if fmt == Export.Format.HF:
+        return record["file_name"]
+    return f"{_folder(record, layout)}/{record['id']}.png"
+
+
+def _jsonl(records: list[dict], fmt: str, layout: str) -> bytes:
+    lines = [json.dumps({**public(r), "file_name": _member_name(r, fmt, layout)}) for r in records]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _manifest(records: list[dict], fmt: str) -> bytes:
+    if fmt == Export.Format.MANIFEST_JSON:
+        return json.dumps([public(r) for r in records], indent=1).encode()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    for record in records:
+        row = public(record)
+        row["raters"] = " ".join(row["raters"])
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue().encode()
+
+
+def _every(progress, done: int, total: int) -> None:
+    if done % 64 == 0 or done == total:
+        _report(progress, done, total, f"{done}/{total} images")
+
+
+def _report(progress, done, total, message) -> None:
+    if progress is not None:
+        progress(done, total, message)
+
+
+# --- the Export row: what the task, the API and the command run ---------------------------------
+
+
+EXTENSIONS = {
+    Export.Format.HF: "zip", Export.Format.IMAGEFOLDER: "zip",
+    Export.Format.MANIFEST_CSV: "csv", Export.Format.MANIFEST_JSON: "json",
+}
+
+
+def export_file_name(export: Export) -> str:
+    scope = f"g{export.generation:03d}" if export.generation is not None else "all"
+    return f"experiment-{export.experiment_id}-{scope}-{export.format}-{export.pk}.{EXTENSIONS[export.format]}"
+
+
+def run_export(export_id: int) -> Export:
+    """Write an Export's file under MEDIA_ROOT/exports/. Safe to run twice: a finished export stays as is."""
+    export = Export.objects.select_related("experiment").get(pk=export_id)
+    if export.status == Export.Status.DONE:
+        return export
+    Export.objects.filter(pk=export.pk).update(status=Export.Status.RUNNING, error="", progress_message="collecting records")
+
+    def progress(done: int, total: int, message: str) -> None:
+        Export.objects.filter(pk=export.pk).update(progress_fraction=done / total if total else 1.0, progress_message=message)
+
+    relative = f"exports/{export_file_name(export)}"
+    try:
+        records = collect_records(experiment=export.experiment, generation=export.generation,
+                                  include_real=export.include_real, include_rejected=export.include_rejected)
+        if not records:
+            raise ExportError("nothing to export: no accepted samples yet (finish a generation's curation first, "
+                              "or include rejected samples or real data)")
+        write_export(records, fmt=export.format, layout=export.layout, destination=media_path(relative),
+                     as_zip=True, progress=progress)
+    except Exception as error:
+        Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=str(error)[:2000])
+        raise
+    data_path = media_path(relative)
+    Export.objects.filter(pk=export.pk).update(
+        status=Export.Status.DONE, file=relative, size=data_path.stat().st_size, sha256=sha256(data_path.read_bytes()),
+        record_count=len(records), progress_fraction=1.0, progress_message="done", finished_at=timezone.now(),
+    )
+    export.refresh_from_db()
+    return export
+

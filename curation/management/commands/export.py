@@ -1,0 +1,60 @@
+"""Export an experiment's curated dataset, with provenance, in a format other tools load directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from curation.exports import ExportError, collect_records, write_export
+from curation.models import Experiment, Export
+
+
+class Command(BaseCommand):
+    help = (
+        "Export accepted samples (optionally rejected ones and the real data) with provenance: "
+        "hf (an image folder with metadata.jsonl for datasets.load_dataset('imagefolder')), imagefolder "
+        "(torchvision ImageFolder layout) or manifest (CSV, or JSON when PATH ends in .json). "
+        "hf and imagefolder write a zip when PATH ends in .zip, else a directory."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--experiment", type=int, required=True, help="Experiment id.")
+        parser.add_argument("--generation", type=int, help="Only this generation (default: all).")
+        parser.add_argument("--format", required=True, choices=["hf", "imagefolder", "manifest"])
+        parser.add_argument("--output", required=True, help="Where to write (must not exist).")
+        parser.add_argument("--layout", choices=[c.value for c in Export.Layout], default="label",
+                            help="imagefolder: a folder per label, or accepted/rejected/real.")
+        parser.add_argument("--include-real", action="store_true", help="Add the real images the experiment trained on.")
+        parser.add_argument("--include-rejected", action="store_true", help="Add the samples curation rejected.")
+
+    def handle(self, *args, **options) -> None:
+        experiment = Experiment.objects.filter(pk=options["experiment"]).first()
+        if experiment is None:
+            raise CommandError(f"no experiment {options['experiment']}; `python manage.py shell` or /experiments/ lists them")
+        output = Path(options["output"])
+        if output.exists():
+            raise CommandError(f"{output} already exists: choose a new path (exports never overwrite)")
+        fmt = options["format"]
+        if fmt == "manifest" and output.suffix == ".json":
+            fmt = Export.Format.MANIFEST_JSON
+        try:
+            records = collect_records(experiment=experiment, generation=options["generation"],
+                                      include_real=options["include_real"], include_rejected=options["include_rejected"])
+        except ExportError as error:
+            raise CommandError(str(error)) from error
+        if not records:
+            raise CommandError("nothing to export: no accepted samples (add --include-rejected or --include-real?)")
+        with tqdm(total=len(records), unit="image", desc="export") as bar:
+            def progress(done, total, message):
+                bar.n = done
+                bar.refresh()
+
+            write_export(records, fmt=fmt, layout=options["layout"], destination=output,
+                         as_zip=output.suffix == ".zip", progress=progress)
+        counts = {}
+        for record in records:
+            counts[record["_verdict"]] = counts.get(record["_verdict"], 0) + 1
+        summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+        self.stdout.write(self.style.SUCCESS(f"wrote {output}: {len(records)} records ({summary})"))
