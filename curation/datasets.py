@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import shutil
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -28,29 +29,43 @@ def ensure_digits_dataset() -> RealDataset:
     return import_arrays(name="digits", source="sklearn.datasets.load_digits", images=data.images, labels=data.labels)
 
 
-def import_arrays(*, name: str, source: str, images: np.ndarray, labels: np.ndarray) -> RealDataset:
+def import_arrays(*, name: str, source: str, images: np.ndarray, labels: np.ndarray,
+                  class_names: tuple = ()) -> RealDataset:
+    """Store images as a dataset in one transaction; if anything fails, its files go too."""
     _, channels, height, width = images.shape
-    with transaction.atomic():
-        dataset, _ = RealDataset.objects.update_or_create(
-            name=name, defaults={"source": source, "channels": channels, "height": height, "width": width}
-        )
-        rows = []
-        for index, (image, label) in enumerate(zip(images, labels)):
-            data = encode_png(image)
-            path = write_atomically(f"datasets/{dataset.pk}/{index:06d}.png", data)
-            rows.append(
-                RealImage(
-                    dataset=dataset,
-                    index=index,
-                    label=None if label == NO_LABEL else int(label),
-                    image=path,
-                    sha256=sha256(data),
-                )
+    folder = None
+    try:
+        with transaction.atomic():
+            dataset, _ = RealDataset.objects.update_or_create(
+                name=name, defaults={"source": source, "channels": channels, "height": height, "width": width,
+                                     "class_names": list(class_names)}
             )
-        RealImage.objects.bulk_create(rows, ignore_conflicts=True)
-        dataset.image_count = dataset.images.count()
-        dataset.save(update_fields=["image_count"])
+            folder = media_path(f"datasets/{dataset.pk}")
+            _store_images(dataset, images, labels)
+    except BaseException:
+        if folder is not None and not RealDataset.objects.filter(name=name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return dataset
+
+
+def _store_images(dataset: RealDataset, images: np.ndarray, labels: np.ndarray) -> None:
+    rows = []
+    for index, (image, label) in enumerate(zip(images, labels)):
+        data = encode_png(image)
+        path = write_atomically(f"datasets/{dataset.pk}/{index:06d}.png", data)
+        rows.append(
+            RealImage(
+                dataset=dataset,
+                index=index,
+                label=None if label == NO_LABEL else int(label),
+                image=path,
+                sha256=sha256(data),
+            )
+        )
+    RealImage.objects.bulk_create(rows, ignore_conflicts=True)
+    dataset.image_count = dataset.images.count()
+    dataset.save(update_fields=["image_count"])
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,6 @@ def real_models(dataset_id: int) -> RealModels:
 def import_image_folder(*, source, name: str) -> RealDataset:
     """Import an ImageFolder directory or zip as a real dataset. Every file is read and checked before
     anything is stored; a failure part-way leaves no rows and no files behind."""
-    import shutil
-
     from training.image_folder import ImportProblem, read_image_folder
 
     name = name.strip()
@@ -98,14 +111,5 @@ def import_image_folder(*, source, name: str) -> RealDataset:
     if RealDataset.objects.filter(name=name).exists():
         raise ImportProblem(f"a dataset named {name!r} already exists: choose another name")
     data = read_image_folder(source)
-    created = None
-    try:
-        created = import_arrays(name=name, source=f"import of {Path(source).name}", images=data.images, labels=data.labels)
-        RealDataset.objects.filter(pk=created.pk).update(class_names=list(data.class_names))
-    except BaseException:
-        if created is not None:
-            RealDataset.objects.filter(pk=created.pk).delete()
-            shutil.rmtree(media_path(f"datasets/{created.pk}"), ignore_errors=True)
-        raise
-    created.refresh_from_db()
-    return created
+    return import_arrays(name=name, source=f"import of {Path(source).name}", images=data.images, labels=data.labels,
+                         class_names=data.class_names)

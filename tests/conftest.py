@@ -32,12 +32,17 @@ def django_db_setup(django_db_setup, django_db_blocker, media_root):
 
 @pytest.fixture(autouse=True)
 def fresh_experiment_media(media_root):
-    """Experiment files are keyed by database ids, which a rolled-back test hands out again: clear
-    them after each test so that no test finds another's checkpoint."""
+    """Experiment, export and imported-dataset files are keyed by database ids, which a rolled-back
+    test hands out again: clear them after each test so that no test finds another's files."""
     import shutil
 
+    datasets = media_root / "datasets"
+    before = set(datasets.iterdir()) if datasets.exists() else set()
     yield
     shutil.rmtree(media_root / "experiments", ignore_errors=True)
+    shutil.rmtree(media_root / "exports", ignore_errors=True)
+    for folder in (set(datasets.iterdir()) if datasets.exists() else set()) - before:  # imported in this test
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -77,17 +77,12 @@ def read_image_folder(source: Path, *, max_images: int = MAX_IMAGES, max_side: i
         raise ImportProblem(f"{source}: no such file or folder")
     entries = list(_entries(source))
     # A single top folder wrapping everything (as zipping a folder makes) is not a class: look inside it.
+    prefix = ""
     tops = {PurePosixPath(name).parts[0] for name, _ in entries}
     if len(tops) == 1 and all(len(PurePosixPath(n).parts) > 1 for n, _ in entries):
-        prefix = next(iter(tops))
-        inner = [(str(PurePosixPath(*PurePosixPath(n).parts[1:])), read) for n, read in entries]
-        if any(len(PurePosixPath(n).parts) > 1 for n, _ in inner) or any(_is_image(n) for n, _ in inner):
-            entries = inner
-            source_label = f"{source.name}/{prefix}"
-        else:
-            source_label = source.name
-    else:
-        source_label = source.name
+        prefix = next(iter(tops)) + "/"
+        entries = [(n[len(prefix):], read) for n, read in entries]
+    source_label = source.name + (f"/{prefix.rstrip('/')}" if prefix else "")
     nested = [(n, r) for n, r in entries if len(PurePosixPath(n).parts) > 1]
     top_images = [n for n, _ in entries if len(PurePosixPath(n).parts) == 1 and _is_image(n)]
     if nested and top_images:
@@ -101,7 +96,7 @@ def read_image_folder(source: Path, *, max_images: int = MAX_IMAGES, max_side: i
         for name, read in nested:
             if not _is_image(name):
                 raise ImportProblem(
-                    f"{name}: not an image (extension {PurePosixPath(name).suffix or 'none'}; "
+                    f"{prefix}{name}: not an image (extension {PurePosixPath(name).suffix or 'none'}; "
                     f"allowed: {', '.join(IMAGE_EXTENSIONS)})"
                 )
             chosen.append((name, read, class_names.index(PurePosixPath(name).parts[0])))
@@ -115,7 +110,8 @@ def read_image_folder(source: Path, *, max_images: int = MAX_IMAGES, max_side: i
 
     pixels, first = [], None
     for name, read, _ in chosen:
-        array, grey = _decode(name, read())
+        array, grey = _decode(prefix + name, read())
+        name = prefix + name
         height, width = array.shape[-2:]
         if height != width:
             raise ImportProblem(f"{name}: {width}x{height} is not square; the diffusion model needs square images")
