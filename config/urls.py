@@ -4,10 +4,26 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from curation import api
+
+router = DefaultRouter()
+router.register("experiments", api.ExperimentViewSet, basename="experiment")
+router.register("generations", api.GenerationViewSet, basename="generation")
+router.register("samples", api.SampleViewSet, basename="sample")
+router.register("votes", api.VoteViewSet, basename="vote")
+router.register("exports", api.ExportViewSet, basename="export")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", include(router.urls)),
+    path("api/token/", obtain_auth_token, name="api-token"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("curation.urls")),
 ]
 if settings.DEBUG:
