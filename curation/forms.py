@@ -8,6 +8,7 @@ from django import forms
 
 from curation.ml.experiment_config import PRESETS, RATER_KINDS, ConfigError, ExperimentConfig
 from curation.ml.policy import POLICIES
+from curation.models import Export, RealDataset
 from generation.sampling import SAMPLERS
 from training.mix import LOOPS
 
@@ -88,6 +89,11 @@ class ExperimentForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.base = base
         data = base.to_dict()
+        names = ["digits", *RealDataset.objects.exclude(name="digits").order_by("name").values_list("name", flat=True)]
+        self.fields["dataset"] = forms.ChoiceField(
+            choices=[(n, n) for n in names], initial=base.dataset, label="Real dataset",
+            help_text="digits (built in) or a dataset imported on the Datasets page.",
+        )
         for section, dotted, field in SETTINGS:
             field = copy.deepcopy(field)  # forms must not share field instances
             field.initial = _get(data, dotted)
@@ -104,7 +110,7 @@ class ExperimentForm(forms.Form):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        changes = {}
+        changes = {"dataset": cleaned["dataset"]}
         for _, dotted, _ in SETTINGS:
             value = cleaned[_field_name(dotted)]
             if dotted == "model.block_out_channels":
@@ -120,3 +126,31 @@ class ExperimentForm(forms.Form):
 
 
 PRESET_CHOICES = sorted(PRESETS)
+
+
+class ExportForm(forms.ModelForm):
+    generation = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Generation")
+
+    class Meta:
+        model = Export
+        fields = ["format", "generation", "layout", "include_rejected", "include_real"]
+        labels = {"include_rejected": "Include rejected samples", "include_real": "Include the real data"}
+
+    def __init__(self, *args, experiment, **kwargs):
+        super().__init__(*args, **kwargs)
+        indices = experiment.generations.order_by("index").values_list("index", flat=True)
+        self.fields["generation"].choices = [("", "all generations")] + [(i, f"G{i}") for i in indices]
+
+
+class DatasetImportForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    archive = forms.FileField(label="Zip archive", help_text="One sub-folder per class, or images at the top (unlabelled).")
+
+    MAX_BYTES = 512 * 1024**2
+
+    def clean_archive(self):
+        upload = self.cleaned_data["archive"]
+        if upload.size > self.MAX_BYTES:
+            raise forms.ValidationError(f"{upload.name} is {upload.size / 1024**2:.0f} MiB; uploads are limited to "
+                                        f"{self.MAX_BYTES // 1024**2} MiB (import larger sets with manage.py import_dataset)")
+        return upload

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.db import transaction
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from curation import tasks
 from curation.datasets import ensure_digits_dataset, real_models
-from curation.forms import PRESET_CHOICES, ExperimentForm
-from curation.images import grid_png, read_images
+from curation.datasets import import_image_folder
+from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, ExportForm
+from curation.images import grid_png, media_path, read_images
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.plots import CURVE_METRICS, panel_png
-from curation.models import Experiment, Generation
+from curation.models import Experiment, Export, Generation, RealDataset
 from curation.selectors import generation_agreement, generation_report
 from curation.services import ACTIONS, CurationError, allowed_actions, create_experiment, perform_action
+from training.image_folder import MAX_SIDE, ImportProblem
 
 staff_only = staff_member_required(login_url="/accounts/login/")
 EXAMPLES = 64
@@ -82,6 +88,8 @@ def experiment_detail(request, pk: int):
         "actions": [(name, name in allowed_actions(experiment)) for name in ACTIONS],
         "has_metrics": any(g.metrics.get("fd") is not None for g in generations),
         "plot_version": "-".join(f"{g.index}{g.state}" for g in generations),
+        "exports": experiment.exports.order_by("-created_at")[:20],
+        "export_form": ExportForm(experiment=experiment),
     })
 
 
@@ -117,6 +125,10 @@ def experiment_progress(request, pk: int):
         {
             "status": experiment.status,
             "actions": allowed_actions(experiment),
+            "exports": [
+                {"id": e.pk, "status": e.status, "progress": e.progress_fraction, "message": e.progress_message}
+                for e in experiment.exports.order_by("-created_at")[:20]
+            ],
             "generations": [
                 {
                     "index": g.index,
@@ -198,3 +210,58 @@ def generation_examples(request, pk: int, index: int, kind: str):
     response = HttpResponse(grid_png(np.asarray(images), columns=16), content_type="image/png")
     response["Cache-Control"] = "private, max-age=60"
     return response
+
+
+# --- exports and datasets -----------------------------------------------------------------------
+
+
+@staff_only
+@require_POST
+def export_create(request, pk: int):
+    experiment = get_object_or_404(Experiment, pk=pk)
+    form = ExportForm(request.POST, experiment=experiment)
+    if not form.is_valid():
+        messages.error(request, "Export not started: " + "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("curation:experiment-detail", pk=pk)
+    with transaction.atomic():
+        export = form.save(commit=False)
+        export.experiment = experiment
+        export.created_by = request.user
+        export.save()
+        transaction.on_commit(lambda: tasks.export_dataset.delay(export.pk))
+    messages.success(request, f"Export {export.pk} queued: it appears below with its progress, then a download link.")
+    return redirect("curation:experiment-detail", pk=pk)
+
+
+@staff_only
+def export_download(request, pk: int):
+    export = get_object_or_404(Export, pk=pk)
+    if export.status != Export.Status.DONE:
+        raise Http404(f"export {pk} is {export.status}")
+    return FileResponse(open(media_path(export.file.name), "rb"), as_attachment=True,
+                        filename=export.file.name.rsplit("/", 1)[-1])
+
+
+@staff_only
+def dataset_list(request):
+    form = DatasetImportForm()
+    if request.method == "POST":
+        form = DatasetImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["archive"]
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / Path(upload.name).name
+                with path.open("wb") as handle:
+                    for chunk in upload.chunks():
+                        handle.write(chunk)
+                try:
+                    dataset = import_image_folder(source=path, name=form.cleaned_data["name"])
+                except ImportProblem as error:
+                    form.add_error(None, f"Nothing imported: {error}")
+                else:
+                    messages.success(request, f"Imported {dataset.image_count} images as {dataset.name!r}.")
+                    return redirect("curation:dataset-list")
+    ensure_digits_dataset()
+    return render(request, "curation/datasets.html", {
+        "form": form, "datasets": RealDataset.objects.order_by("name"), "max_side": MAX_SIDE,
+    }, status=400 if form.errors else 200)

@@ -25,7 +25,7 @@ def staff_client(client):
 def form_data(**overrides):
     """The create form as the browser posts it for the digits-tiny preset, with changes."""
     data = {
-        "name": "tiny loop", "preset": "digits-tiny", "generations": 2, "mix__loop": "augmentation",
+        "name": "tiny loop", "preset": "digits-tiny", "dataset": "digits", "generations": 2, "mix__loop": "augmentation",
         "mix__real_fraction": 0.5, "mix__train_size": 300, "pool_size": 300, "auto_advance": "on",
         "samples_per_generation": 96, "sample__sampler": "dpm-solver++", "sample__steps": 10,
         "sample__temperature": 1.0, "metric_samples": 128, "curation__policy": "human+discriminator",
@@ -223,3 +223,53 @@ def test_a_finished_generation_has_plots_examples_and_its_page(staff_client, tin
 def test_no_plot_before_any_metrics(staff_client, tiny_config):
     experiment = create_experiment(name="empty", config=tiny_config)
     assert staff_client.get(f"/experiments/{experiment.pk}/metrics.png").status_code == 404
+
+
+def test_staff_export_from_the_experiment_page_and_download(staff_client, tiny_config, django_capture_on_commit_callbacks):
+    import io
+    import zipfile
+
+    from curation.models import Export
+
+    experiment = create_experiment(name="exported", config=tiny_config.replace(generations=1))
+    pipeline.run_generation(start_experiment(experiment=experiment).pk)
+    page = staff_client.get(f"/experiments/{experiment.pk}/").content.decode()
+    assert "Export the curated dataset" in page and 'value="hf"' in page
+    with django_capture_on_commit_callbacks(execute=True):  # Celery runs the export in process
+        staff_client.post(f"/experiments/{experiment.pk}/exports/", {"format": "hf", "generation": "0", "layout": "label"})
+    export = Export.objects.get()
+    assert export.status == "done" and export.record_count > 0
+    assert f"/exports/{export.pk}/download/" in staff_client.get(f"/experiments/{experiment.pk}/").content.decode()
+    download = staff_client.get(f"/exports/{export.pk}/download/")
+    names = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).namelist()
+    assert "metadata.jsonl" in names
+    refused = staff_client.post(f"/experiments/{experiment.pk}/exports/", {"format": "tarball"}, follow=True)
+    assert "Export not started" in refused.content.decode() and Export.objects.count() == 1
+
+
+def test_staff_import_a_dataset_from_the_web(staff_client):
+    import io
+    import zipfile
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    from curation.models import RealDataset
+
+    def archive(files):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+        return buffer.getvalue()
+
+    image = io.BytesIO()
+    Image.new("L", (8, 8), 50).save(image, format="PNG")
+    good = archive({"a/1.png": image.getvalue(), "b/2.png": image.getvalue()})
+    response = staff_client.post("/datasets/", {"name": "web set", "archive": SimpleUploadedFile("set.zip", good)})
+    assert response.status_code == 302 and RealDataset.objects.get(name="web set").class_names == ["a", "b"]
+    bad = archive({"a/1.png": image.getvalue(), "b/2.png": b"not a png"})
+    response = staff_client.post("/datasets/", {"name": "bad set", "archive": SimpleUploadedFile("bad.zip", bad)})
+    assert response.status_code == 400 and "b/2.png: not an image" in response.content.decode()
+    assert not RealDataset.objects.filter(name="bad set").exists()
+    assert "web set" in staff_client.get("/experiments/new/").content.decode()
