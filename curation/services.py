@@ -193,15 +193,18 @@ def _start(experiment: Experiment):
     return start_experiment(experiment=experiment)
 
 
-def _pause(experiment: Experiment):
-    experiment.status = Status.PAUSED
+def _set_status(experiment: Experiment, status: str) -> None:
+    experiment.status = status
     experiment.save(update_fields=["status"])
+
+
+def _pause(experiment: Experiment):
+    _set_status(experiment, Status.PAUSED)
     return None
 
 
 def _resume(experiment: Experiment):
-    experiment.status = Status.RUNNING
-    experiment.save(update_fields=["status"])
+    _set_status(experiment, Status.RUNNING)
     generation = current_generation(experiment)
     if generation is not None and generation.state == GenState.DONE:
         return _next_generation(experiment, generation)
@@ -215,14 +218,12 @@ def _retry(experiment: Experiment):
     Generation.objects.filter(pk=generation.pk).update(
         state=generation.failed_step or GenState.PENDING, error="", failed_step="", progress_message="retrying"
     )
-    experiment.status = Status.RUNNING
-    experiment.save(update_fields=["status"])
+    _set_status(experiment, Status.RUNNING)
     return generation
 
 
 def _cancel(experiment: Experiment):
-    experiment.status = Status.CANCELLED
-    experiment.save(update_fields=["status"])
+    _set_status(experiment, Status.CANCELLED)
     experiment.generations.exclude(state__in=TERMINAL).update(
         state=GenState.CANCELLED, open_for_raters=False, progress_message="cancelled"
     )
@@ -264,8 +265,7 @@ def _next_generation(experiment: Experiment, generation: Generation):
 
     config = experiment.loop_config
     if generation.index + 1 >= config.generations:
-        experiment.status = Status.DONE
-        experiment.save(update_fields=["status"])
+        _set_status(experiment, Status.DONE)
         return None
     return create_next_generation(generation, config)
 
