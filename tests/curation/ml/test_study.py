@@ -34,7 +34,8 @@ def test_the_variant_list_covers_the_study_design():
         assert f"fully-synthetic/{policy}" in names and f"fully-synthetic/{policy}+guard" in names
     for loop in ("augmentation", "fresh", "accumulate"):
         assert f"{loop}/none" in names and f"{loop}/human+disc+guard" in names
-    assert len(names) == len(set(names)) == 13
+    assert names[-1] == "real-only/none"
+    assert len(names) == len(set(names)) == 14
 
 
 def test_variants_share_g0_and_differ_after_it(tmp_path):
