@@ -79,22 +79,38 @@ class RealArrays:
         return self.images[[position[int(i)] for i in ids]]
 
 
-@functools.lru_cache(maxsize=4)
+def _identity(dataset_id: int) -> tuple:
+    """What tells one stored dataset from another that later got the same id (a deleted dataset's id
+    can be handed out again): the caches below are keyed by it, never by the id alone."""
+    created_at, count = RealDataset.objects.values_list("created_at", "image_count").get(pk=dataset_id)
+    return dataset_id, created_at.strftime("%Y%m%dT%H%M%S%f"), count
+
+
 def real_arrays(dataset_id: int) -> RealArrays:
-    dataset = RealDataset.objects.get(pk=dataset_id)
+    return _real_arrays(_identity(dataset_id))
+
+
+@functools.lru_cache(maxsize=4)
+def _real_arrays(identity: tuple) -> RealArrays:
+    dataset = RealDataset.objects.get(pk=identity[0])
     rows = list(dataset.images.order_by("index").values_list("pk", "image", "label"))
     images = read_images([r[1] for r in rows], dataset.channels)
     labels = np.array([NO_LABEL if r[2] is None else r[2] for r in rows], dtype=np.int64)
     return RealArrays(ids=np.array([r[0] for r in rows]), images=images, labels=labels)
 
 
-@functools.lru_cache(maxsize=4)
 def real_models(dataset_id: int) -> RealModels:
     """Fitted once per dataset, stored beside its images, loaded from there afterwards."""
-    path = media_path(f"datasets/{dataset_id}/real-models-v{MODEL_VERSION}.pkl")
+    return _real_models(_identity(dataset_id))
+
+
+@functools.lru_cache(maxsize=4)
+def _real_models(identity: tuple) -> RealModels:
+    dataset_id, stamp, _ = identity
+    path = media_path(f"datasets/{dataset_id}/real-models-v{MODEL_VERSION}-{stamp}.pkl")
     if path.exists():
         return pickle.loads(path.read_bytes())
-    arrays = real_arrays(dataset_id)
+    arrays = _real_arrays(identity)
     models = fit_real_models(arrays.images, arrays.labels)
     write_atomically(str(path.relative_to(media_path(""))), pickle.dumps(models))
     return models
