@@ -65,6 +65,9 @@ SETTINGS = [
     ("Model", "continue_training", forms.BooleanField(required=False, label="Continue from the previous generation",
                                                       help_text="After G0, fine-tune the previous weights instead of training from scratch.")),
     ("Model", "continue_steps", forms.IntegerField(min_value=1, label="Steps when continuing")),
+    ("Model", "continue_learning_rate", forms.FloatField(
+        min_value=1e-7, max_value=1, required=False, label="Learning rate when continuing",
+        help_text="Empty: the training learning rate.")),
     ("Model", "seed", forms.IntegerField(min_value=0, label="Seed")),
 ]
 

@@ -94,6 +94,9 @@ class ExperimentConfig:
     # `continue_steps` steps, instead of training a new model from scratch for `train.steps`.
     continue_training: bool = False
     continue_steps: int = 500
+    # The peak learning rate when continuing; None keeps train.learning_rate. A warm restart at the
+    # from-scratch rate shakes a trained model more than a few hundred steps can settle.
+    continue_learning_rate: float | None = None
     # Create and start the next generation as soon as one is done; off, staff advance by hand.
     auto_advance: bool = True
     model: ModelConfig = DIGITS_MODEL
@@ -119,6 +122,8 @@ class ExperimentConfig:
             raise ValueError(f"the {self.curation.policy!r} policy needs votes: set a rating budget above 0")
         if self.continue_steps < 1:
             raise ValueError("continue_steps must be at least 1")
+        if self.continue_learning_rate is not None and self.continue_learning_rate <= 0:
+            raise ValueError("continue_learning_rate must be positive")
         if self.pool_size < 1:
             raise ValueError("the real pool needs at least one image")
 
@@ -128,7 +133,8 @@ class ExperimentConfig:
         config = dataclasses.replace(self.train, seed=seed, device=device)
         if continues:
             config = dataclasses.replace(
-                config, steps=self.continue_steps, warmup_steps=min(config.warmup_steps, self.continue_steps // 10)
+                config, steps=self.continue_steps, warmup_steps=min(config.warmup_steps, self.continue_steps // 10),
+                learning_rate=self.continue_learning_rate or config.learning_rate,
             )
         return config, continues
 
