@@ -3,12 +3,11 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from curation import api
+from curation import api, views
 
 router = DefaultRouter()
 router.register("experiments", api.ExperimentViewSet, basename="experiment")
@@ -24,8 +23,8 @@ urlpatterns = [
     path("api/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Media through the app, for signed-in users: no separate media server in a deployment.
+    path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", views.media, name="media"),
+    path("healthz/", views.healthz, name="healthz"),
     path("", include("curation.urls")),
 ]
-if settings.DEBUG:
-    # The embedded default serves media itself; a deployment puts a web server in front.
-    urlpatterns += [path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", serve, {"document_root": settings.MEDIA_ROOT})]

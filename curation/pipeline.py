@@ -106,6 +106,8 @@ def _set_state(generation: Generation, state: str, **fields) -> None:
     if not changed:
         raise StepInterrupted(f"generation {generation.index} was cancelled while its step ran")
     generation.state = state
+    for name, value in fields.items():
+        setattr(generation, name, value)
 
 
 def _checkpoint_dir(generation: Generation) -> str:
@@ -146,7 +148,10 @@ def train_step(generation: Generation, *, bar: bool = False) -> None:
             init_from=init_from,
             progress=progress,
         )
-    _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256)
+    # A redelivered task (its first worker lost) resumes from the last checkpoint: say from where.
+    metrics = {**generation.metrics, "train_resumed_from_step": result.resumed_from_step}
+    _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256,
+               metrics=metrics)
 
 
 # --- sampling -----------------------------------------------------------------------------------

@@ -9,10 +9,14 @@ import numpy as np
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import SuspiciousFileOperation
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django.views.static import serve
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from curation import tasks
 from curation.datasets import ensure_digits_dataset, real_models
@@ -28,6 +32,37 @@ from training.image_folder import MAX_SIDE, ImportProblem
 
 staff_only = staff_member_required(login_url="/accounts/login/")
 EXAMPLES = 64
+
+
+def media(request, path: str):
+    """Stored images and files, for signed-in users (a session or an API token); exports for staff.
+    The app server serves them itself, so a deployment needs no separate media server."""
+    user = request.user
+    if not user.is_authenticated:
+        try:
+            found = TokenAuthentication().authenticate(request)
+        except AuthenticationFailed:
+            found = None
+        user = found[0] if found else user
+    if not user.is_authenticated:
+        return HttpResponseForbidden("Sign in (or send an API token) to see stored images.")
+    if path.startswith("exports/") and not user.is_staff:
+        return HttpResponseForbidden("Exports are for staff.")
+    try:
+        response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    except SuspiciousFileOperation:  # a path that climbs out of the media folder
+        raise Http404("no such file") from None
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def healthz(request):
+    """For container health checks: the database answers."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return HttpResponse("ok", content_type="text/plain")
 
 
 @staff_only

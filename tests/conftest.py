@@ -65,29 +65,54 @@ def tiny_config():
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def database_url() -> str:
+    """The test database as a URL, for worker processes."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 @pytest.fixture
-def worker(media_root):
-    """A real `celery worker` process on the test database (use with transactional tests)."""
+def start_worker(media_root):
+    """Start real `celery worker` processes on the test database and broker (use with transactional
+    tests); each is killed when the test ends. `queues` picks queues as a worker's -Q flag does."""
     from config.celery import app
 
-    broker = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
-    for stale in broker.glob("*"):  # messages left by an earlier, interrupted run
-        stale.unlink()
     app.conf.task_always_eager = False
-    environment = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        "MEDIA_ROOT": str(media_root),
-        "OUROBOROS_VAR_DIR": str(settings.VAR_DIR),
-        # One thread: the worker shares the machine with the test process (and, for browser tests,
-        # the live server and Chromium); oversubscribed torch threads slow training tenfold.
-        "OUROBOROS_TORCH_THREADS": "1",
-    }
-    environment.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-        cwd=ROOT, env=environment,
-    )
-    yield process
-    process.kill()
-    process.wait()
+    app.control.purge()  # messages left by an earlier, interrupted run
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        for stale in Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]).glob("*"):
+            stale.unlink()
+    processes = []
+
+    def start(*, queues: str = "", name: str = "", environment: dict | None = None) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "MEDIA_ROOT": str(media_root),
+            "OUROBOROS_VAR_DIR": str(settings.VAR_DIR),
+            # One thread: the worker shares the machine with the test process (and, for browser tests,
+            # the live server and Chromium); oversubscribed torch threads slow training tenfold.
+            "OUROBOROS_TORCH_THREADS": "1",
+            **(environment or {}),
+        }
+        env.pop("CELERY_TASK_ALWAYS_EAGER", None)
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"]
+        command += ["-Q", queues] if queues else []
+        command += ["--hostname", f"{name}@%h"] if name else []
+        process = subprocess.Popen(command, cwd=ROOT, env=env)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+    app.control.purge()
+
+
+@pytest.fixture
+def worker(start_worker):
+    """One real worker on every queue."""
+    return start_worker()

@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from curation.models import Experiment, Generation, Rater
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 
 def test_demo_sets_up_a_staff_user_a_rater_and_two_running_experiments(settings, tmp_path, monkeypatch):

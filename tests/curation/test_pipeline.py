@@ -107,6 +107,7 @@ def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config, django
     assert not (fresh_sets[0] | fresh_sets[1]) & set(experiment.real_pool)
 
 
+@pytest.mark.embedded
 def test_run_experiment_writes_the_report(tmp_path):
     output = tmp_path / "report.json"
     call_command("run_experiment", "--preset", "digits-tiny", "--generations", "2", "--curation", "discriminator",

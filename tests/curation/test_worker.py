@@ -11,7 +11,7 @@ from curation import tasks
 from curation.models import Experiment, Vote
 from tests.curation.factories import started_experiment
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.embedded, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_two_generation_loop_runs_through_a_real_worker_on_the_filesystem_broker(worker, tiny_config):

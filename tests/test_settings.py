@@ -1,0 +1,93 @@
+"""Settings from the environment: the embedded default with nothing set, a production mode that
+passes Django's deployment checks, Celery's queues, and media for signed-in users only."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY", "MEDIA_ROOT")
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "k3y-" + "x7Qp9vLm2RtZ" * 5, "ALLOWED_HOSTS": "ouroboros.example.org"}
+
+
+def run(code_or_args, **environment):
+    env = {k: v for k, v in os.environ.items() if k not in SERVICES}
+    env.update(environment)
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.embedded
+def test_with_nothing_set_the_embedded_default_runs_sqlite_and_the_filesystem_broker():
+    result = run("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'; django.setup();"
+                 "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.DEBUG)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://", "True"]
+
+
+def test_the_services_come_from_the_environment():
+    result = run("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'; django.setup();"
+                 "from django.conf import settings as s; d = s.DATABASES['default'];"
+                 "print(d['ENGINE'], d['HOST'], d['NAME'], s.CELERY_BROKER_URL, s.MEDIA_ROOT)",
+                 DATABASE_URL="postgres://u:p@db.internal:5432/loops", REDIS_URL="redis://queue.internal:6379/2",
+                 MEDIA_ROOT="/srv/media")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.postgresql", "db.internal", "loops",
+                                     "redis://queue.internal:6379/2", "/srv/media"]
+
+
+def test_production_mode_passes_the_deployment_checks_without_a_warning():
+    result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_mode_refuses_the_embedded_secret_key_and_says_how_to_make_one():
+    result = run(["manage.py", "check"], **{**PRODUCTION, "SECRET_KEY": ""})
+    assert result.returncode != 0
+    assert "needs a SECRET_KEY of 50+ random characters" in result.stderr and "secrets.token_urlsafe" in result.stderr
+
+
+def test_training_and_sampling_go_to_the_gpu_queue_the_rest_to_default():
+    from config.celery import app
+
+    def queue(task):
+        return app.amqp.router.route({}, task)["queue"].name
+
+    assert queue("curation.train_generation") == queue("curation.sample_generation") == "gpu"
+    for task in ("curation.rate_generation", "curation.curate_generation", "curation.export_dataset",
+                 "curation.reorder_rating_queue"):
+        assert queue(task) == "default"
+    assert set(app.amqp.queues) == {"default", "gpu"}  # a worker without -Q takes both
+
+
+@pytest.mark.django_db
+def test_media_are_for_signed_in_users_and_exports_for_staff(client, settings, media_root):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    for relative in ("experiments/1/grid.png", "exports/1/export.zip"):
+        (media_root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (media_root / relative).write_bytes(b"stored")
+    assert client.get("/media/experiments/1/grid.png").status_code == 403
+    rater = get_user_model().objects.create_user("rater", password="rater password 1")
+    token = Token.objects.create(user=rater)
+    assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION="Token wrong").status_code == 403
+    client.force_login(rater)
+    response = client.get("/media/experiments/1/grid.png")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"stored"
+    assert client.get("/media/exports/1/export.zip").status_code == 403
+    assert client.get("/media/../config/settings.py").status_code == 404
+    rater.is_staff = True
+    rater.save()
+    assert client.get("/media/exports/1/export.zip").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_health_check_answers_when_the_database_does(client):
+    response = client.get("/healthz/")
+    assert response.status_code == 200 and response.content == b"ok"
