@@ -103,7 +103,8 @@ def undo_last(*, rater: Rater, request_id: Optional[str] = None) -> Optional[dic
         if replay is not None:
             return _item_of_event(replay.undoes) if replay.undoes else None
         last = (
-            VoteEvent.objects.select_for_update()
+            # Lock the event row only: PostgreSQL cannot lock the nullable side of the outer joins.
+            VoteEvent.objects.select_for_update(of=("self",))
             .filter(rater=rater, action=VoteEvent.Action.VOTE, undone_by__isnull=True)
             .filter(Q(sample__generation__state=Generation.State.RATING) | Q(gold_item__isnull=False))
             .order_by("-created_at", "-pk")

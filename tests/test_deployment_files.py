@@ -10,14 +10,31 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_compose_file_defines_the_stack_and_wires_it_to_the_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "migrate", "web", "worker"} <= set(services)
-    for name in ("web", "worker", "migrate"):
+    assert {"postgres", "redis", "migrate", "web", "worker-cpu", "worker-gpu"} <= set(services)
+    for name in ("web", "worker-cpu", "worker-gpu", "migrate"):
         environment = services[name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["REDIS_URL"].startswith("redis://redis:")
+        assert environment["DEBUG"] == "0" and environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
         assert "media:/data/media" in services[name]["volumes"]
-    assert services["worker"]["command"][:3] == ["celery", "-A", "config"]
-    assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for name in ("web", "worker-cpu", "worker-gpu"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "healthcheck" in services[name]
+    assert services["web"]["command"][0] == "gunicorn" and "/healthz/" in services["web"]["healthcheck"]["test"][-1]
+    cpu, gpu = services["worker-cpu"], services["worker-gpu"]
+    assert cpu["command"][:4] == ["celery", "-A", "config", "worker"]
+    assert cpu["command"][cpu["command"].index("-Q") + 1] == "${CPU_WORKER_QUEUES:-default,gpu}"
+    assert gpu["command"][gpu["command"].index("-Q") + 1] == "gpu"
+    assert gpu["profiles"] == ["gpu"] and gpu["environment"]["OUROBOROS_DEVICE"] == "cuda"
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "cu128" in gpu["build"]["args"]["TORCH_INDEX"]
     assert {"postgres-data", "media"} <= set(compose["volumes"])
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name]
+
+
+def test_the_image_installs_the_cpu_torch_by_default_and_builds_static_files():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert "torch==2.13.0" in dockerfile and "collectstatic" in dockerfile
+    assert ".venv" in (ROOT / ".dockerignore").read_text().split()
