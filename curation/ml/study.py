@@ -325,14 +325,42 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _check_resumable(path: Path, described: dict) -> None:
+    """A folder resumes only the study it holds: the results of other settings must not be mixed in.
+    (Other seeds or another subset of variants may join: each runs its own chain.)"""
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    differing = [key for key in ("generations", "base") if stored.get(key) != described[key]]
+    if differing:
+        raise ConfigError(
+            f"{path.parent} holds a study with other {' and '.join(differing)} "
+            f"({', '.join(_differences(stored.get('base', {}), described['base'])) or stored.get('generations')}); "
+            "resume it with its own settings or choose another --output"
+        )
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out
+
+
 def run_study(plan: StudyPlan, *, workers: int = 1, progress: Optional[Progress] = None) -> StudyRun:
     """Run (or resume) every step, generation by generation, `workers` steps at a time."""
     plan.validate()
     plan.output.mkdir(parents=True, exist_ok=True)
-    _write_json(plan.output / "plan.json", {
+    described = json.loads(json.dumps({
         "preset": plan.preset, "generations": plan.generations, "seeds": list(plan.seeds), "device": plan.device,
         "variants": [v.__dict__ for v in plan.variants], "base": plan.base.to_dict(),
-    })
+    }))
+    _check_resumable(plan.output / "plan.json", described)
+    _write_json(plan.output / "plan.json", described)
     _real_models(plan)
     run = StudyRun(plan)
     started = time.monotonic()

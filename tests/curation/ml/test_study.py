@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -88,6 +89,12 @@ def test_an_interrupted_study_resumes_without_redoing_finished_steps(tmp_path):
     after = json.loads((plan.folder(1, plan.variants[0], 1) / "result.json").read_text())
     assert after["fd"] == pytest.approx(before["fd"])
     assert after["accepted"] == before["accepted"]
+
+    # The folder resumes only its own study: other settings are refused before anything runs.
+    with pytest.raises(ConfigError, match=r"other generations"):
+        run_study(dataclasses.replace(plan, generations=3))
+    with pytest.raises(ConfigError, match=r"mix.real_fraction: 0.5 → 0.8"):
+        run_study(dataclasses.replace(plan, base=plan.base.replace(**{"mix.real_fraction": 0.8})))
 
 
 def test_bad_studies_are_refused_with_a_reason(tmp_path):
