@@ -33,6 +33,7 @@ import numpy as np
 
 from curation.ml.discriminator import fit_discriminator, image_features
 from curation.ml.experiment_config import (
+    PRESETS,
     RATING_ORDER_KEY,
     SAMPLE_KEY,
     TRAIN_KEY,
@@ -516,6 +517,13 @@ def _fmt(entry, digits=3) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
 
 
+def _changed_settings(plan: StudyPlan) -> list[str]:
+    if plan.preset not in PRESETS:
+        return []
+    changed = _differences(PRESETS[plan.preset].to_dict(), plan.base.to_dict())
+    return [f"Settings changed from the preset: {'; '.join(changed)}.", ""] if changed else []
+
+
 def _report_md(run: StudyRun, summary: dict, judged: dict, machine: str) -> str:
     plan = run.plan
     base = plan.base
@@ -532,8 +540,10 @@ def _report_md(run: StudyRun, summary: dict, judged: dict, machine: str) -> str:
         + (f"continue from the previous weights for {base.continue_steps} steps. " if base.continue_training
            else f"retrained from scratch for {base.train.steps} steps. ")
         + f"Simulated raters ({len(base.rating.panel)}-rater panel, {base.rating.votes_per_sample} votes per sample) "
-        f"rate {base.rating.rating_budget} samples a generation; the discriminator scores the rest.",
+        f"rate {base.rating.rating_budget} samples a generation; the discriminator scores the rest. Loops with real "
+        f"data train on a real fraction of {base.mix.real_fraction or 0.5} (fresh: as far as its reservoir allows).",
         "",
+        *_changed_settings(plan),
         f"Ran in {run.seconds / 60:.1f} min ({run.steps_run} steps run, {run.steps_reused} reused from an earlier "
         f"run) on {machine or platform.machine()}, device `{plan.device}`. Cells are mean ± standard deviation over "
         f"seeds. Real-vs-real FD floor (two halves of digits): {floor:.3f}.",

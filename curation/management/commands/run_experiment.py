@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from curation import pipeline
 from curation.datasets import ensure_digits_dataset, real_models
+from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import PRESETS, ConfigError, preset
 from curation.ml.policy import POLICIES
 from curation.models import Experiment
@@ -34,8 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--samples", type=int, help="Samples per generation.")
         parser.add_argument("--steps", type=int, help="Training steps per generation.")
         parser.add_argument("--seed", type=int)
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                            help='Any other setting by dotted name, e.g. --set sample.sampler=\'"ddim"\'.')
+        add_set_argument(parser)
         parser.add_argument("--name", default="")
         parser.add_argument("--output", required=True, help="Where to write the JSON report.")
 
@@ -89,12 +89,7 @@ class Command(BaseCommand):
                 changes["mix.accumulate"] = True
             if options["diversity_guard"]:
                 changes["curation.diversity_guard"] = True
-            for item in options["set"]:
-                key, _, value = item.partition("=")
-                try:
-                    changes[key] = json.loads(value)
-                except json.JSONDecodeError:
-                    raise CommandError(f"--set {item}: the value must be JSON (quote strings: '\"ddim\"')") from None
+            changes.update(parse_set(options["set"]))
             return config.replace(**{k: v for k, v in changes.items() if v is not None})
         except ConfigError as error:
             raise CommandError(f"invalid configuration: {error}") from error

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
 from tqdm import tqdm
 
+from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.policy import POLICIES
 from curation.ml.study import StudyPlan, run_study, study_variants, write_outputs
@@ -34,6 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--best-policy", default="human+discriminator", choices=POLICIES[1:],
                             help="The curation the augmentation, fresh and accumulate loops are run with.")
         parser.add_argument("--best-without-guard", action="store_true", help="Run the best curation without the guard.")
+        add_set_argument(parser)
 
     def handle(self, *args, **options) -> None:
         device = resolve_device(settings.OUROBOROS_DEVICE)
@@ -50,7 +53,7 @@ class Command(BaseCommand):
             variants = [known[w] for w in wanted]
         try:
             plan = StudyPlan(
-                base=preset(name),
+                base=preset(name).replace(**parse_set(options["set"])),
                 variants=tuple(variants),
                 seeds=tuple(range(options["seeds"])),
                 generations=options["generations"] + 1,

@@ -102,13 +102,18 @@ def test_bad_studies_are_refused_with_a_reason(tmp_path):
         tiny_plan(tmp_path, generations=1).validate()
     with pytest.raises(CommandError, match="unknown variant"):
         call_command("study", "--generations", "1", "--output", str(tmp_path), "--variants", "loop/nothing")
+    with pytest.raises(CommandError, match="the value must be JSON"):
+        call_command("study", "--generations", "1", "--output", str(tmp_path), "--set", "sample.sampler=ddim")
+    with pytest.raises(CommandError, match=r"the real fraction must be within \[0, 1\], not 2"):
+        call_command("study", "--generations", "1", "--output", str(tmp_path), "--set", "mix.real_fraction=2")
 
 
 def test_the_command_writes_the_report(tmp_path, capsys):
     call_command("study", "--generations", "1", "--seeds", "1", "--preset", "digits-tiny",
                  "--variants", "fully-synthetic/none,fresh/human+disc+guard", "--workers", "1",
-                 "--output", str(tmp_path / "study"))
+                 "--set", "mix.real_fraction=0.8", "--output", str(tmp_path / "study"))
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| fresh/human+disc+guard |" in report
+    assert "Settings changed from the preset: mix.real_fraction: 0.5 → 0.8." in report
     assert "wrote" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "study")
