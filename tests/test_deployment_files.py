@@ -1,7 +1,11 @@
 """docker-compose.yml cannot run here (no Docker engine); check that it is well-formed and wired."""
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +42,23 @@ def test_the_image_installs_the_cpu_torch_by_default_and_builds_static_files():
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
     assert "torch==2.13.0" in dockerfile and "collectstatic" in dockerfile
     assert ".venv" in (ROOT / ".dockerignore").read_text().split()
+
+
+def compose_command():
+    """`docker compose` (v2) or `docker-compose` (v1), whichever this machine has; None if neither."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def test_compose_validates_the_file_and_requires_a_secret_key():
+    command = compose_command()
+    if command is None:
+        pytest.skip("no docker compose client here (the structure is checked above)")
+    env = {**os.environ, "SECRET_KEY": "x" * 50}
+    for profile in ([], ["--profile", "gpu"]):
+        result = subprocess.run([*command, *profile, "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    env.pop("SECRET_KEY")
+    result = subprocess.run([*command, "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "set SECRET_KEY" in result.stderr
