@@ -98,7 +98,9 @@ def sample_images(
         x = (noise * config.temperature * scheduler.init_noise_sigma).to(device)
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(x, t)
-            predicted_noise = unet(model_input, t).sample
+            # Mixed precision on CUDA for the network only; the sampler's arithmetic stays in float32.
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                predicted_noise = unet(model_input, t).sample.float()
             x = _step(scheduler, predicted_noise, t, x, generators)
             if (i + 1) % 10 == 0 or i + 1 == len(scheduler.timesteps):
                 done = start * config.steps + len(batch_seeds) * (i + 1)
