@@ -4,6 +4,7 @@ classifier (metrics' feature space, groups) and the simulated raters' classifier
 from __future__ import annotations
 
 import functools
+import hashlib
 import pickle
 import shutil
 from pathlib import Path
@@ -100,20 +101,27 @@ def _real_arrays(identity: tuple) -> RealArrays:
 
 
 def real_models(dataset_id: int) -> RealModels:
-    """Fitted once per dataset, stored beside its images, loaded from there afterwards."""
+    """Fitted once per dataset content, stored under datasets/real-models/, loaded from there afterwards."""
     return _real_models(_identity(dataset_id))
 
 
 @functools.lru_cache(maxsize=4)
 def _real_models(identity: tuple) -> RealModels:
-    dataset_id, stamp, _ = identity
-    path = media_path(f"datasets/{dataset_id}/real-models-v{MODEL_VERSION}-{stamp}.pkl")
+    # Stored by content: the same images and labels, imported again under another id, reuse the fit.
+    path = media_path(f"datasets/real-models/{_fingerprint(identity[0])}-v{MODEL_VERSION}.pkl")
     if path.exists():
         return pickle.loads(path.read_bytes())
     arrays = _real_arrays(identity)
     models = fit_real_models(arrays.images, arrays.labels)
     write_atomically(str(path.relative_to(media_path(""))), pickle.dumps(models))
     return models
+
+
+def _fingerprint(dataset_id: int) -> str:
+    digest = hashlib.sha256()
+    for image_hash, label in RealImage.objects.filter(dataset_id=dataset_id).order_by("index").values_list("sha256", "label"):
+        digest.update(f"{image_hash}:{label}\n".encode())
+    return digest.hexdigest()[:32]
 
 
 def import_image_folder(*, source, name: str) -> RealDataset:

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY", "MEDIA_ROOT")
+# What the test session itself may have set (the browser tests allow sync ORM calls in async code).
+CLEARED = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY", "MEDIA_ROOT", "DJANGO_ALLOW_ASYNC_UNSAFE")
 PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "k3y-" + "x7Qp9vLm2RtZ" * 5, "ALLOWED_HOSTS": "ouroboros.example.org"}
 
 
 def run(code_or_args, **environment):
-    env = {k: v for k, v in os.environ.items() if k not in SERVICES}
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update(environment)
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
