@@ -332,11 +332,12 @@ def _check_resumable(path: Path, described: dict) -> None:
     if not path.exists():
         return
     stored = json.loads(path.read_text())
-    differing = [key for key in ("generations", "base") if stored.get(key) != described[key]]
+    keys = ("generations", "base")
+    differing = [key for key in keys if stored.get(key) != described[key]]
     if differing:
+        changes = _differences({key: stored.get(key) for key in keys}, {key: described[key] for key in keys})
         raise ConfigError(
-            f"{path.parent} holds a study with other {' and '.join(differing)} "
-            f"({', '.join(_differences(stored.get('base', {}), described['base'])) or stored.get('generations')}); "
+            f"{path.parent} holds a study with other {' and '.join(differing)} ({'; '.join(changes)}); "
             "resume it with its own settings or choose another --output"
         )
 
