@@ -8,7 +8,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-
 from tqdm import tqdm
 
 from curation.management.set_option import add_set_argument, parse_set
