@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -101,6 +103,8 @@ class Generation(models.Model):
     grid_image = models.FileField(max_length=300, blank=True)
     open_for_raters = models.BooleanField(default=False, help_text="Its samples are in human raters' queues.")
     votes_needed = models.PositiveSmallIntegerField(default=1, help_text="Votes from distinct raters per sample.")
+    samples_needing_votes = models.PositiveIntegerField(
+        default=0, help_text="Its samples with needs_votes set, kept in step by the rating services.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -250,25 +254,45 @@ class VoteEvent(models.Model):
     gold_item = models.ForeignKey(GoldItem, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
     action = models.CharField(max_length=10, choices=Action.choices)
     up = models.BooleanField(null=True, blank=True)
-    request_id = models.CharField(max_length=100, unique=True, help_text="Client's idempotency key.")
+    request_id = models.CharField(max_length=100, help_text="The rater's idempotency key: unique per rater.")
     undoes = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="undone_by")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
+        constraints = [models.UniqueConstraint(fields=["rater", "request_id"], name="one_event_per_rater_request")]
         indexes = [models.Index(fields=["rater", "-created_at"])]
         ordering = ["-created_at", "-pk"]
 
 
+def new_claim_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class Claim(models.Model):
-    """A sample shown to a rater and held for them for a few minutes, so concurrent raters spread out."""
+    """An item served to a rater: a sample (held for them for a few minutes, so that concurrent raters
+    spread out and no sample gets more votes than it needs) or a gold item. Raters see only its
+    opaque token, the same for both kinds, and can vote only on items served to them. A claim outlives
+    its vote (it is expired then, so it stops holding a slot) so that the token keeps naming the item."""
 
     rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="claims")
-    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="claims")
+    sample = models.ForeignKey(Sample, null=True, blank=True, on_delete=models.CASCADE, related_name="claims")
+    gold_item = models.ForeignKey(GoldItem, null=True, blank=True, on_delete=models.CASCADE, related_name="claims")
+    token = models.CharField(max_length=32, unique=True, default=new_claim_token)
     expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["rater", "sample"], name="one_claim_per_rater_and_sample")]
-        indexes = [models.Index(fields=["sample", "expires_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(sample__isnull=False, gold_item__isnull=True) | Q(sample__isnull=True, gold_item__isnull=False),
+                name="claim_is_of_a_sample_or_a_gold_item",
+            ),
+            models.UniqueConstraint(fields=["rater", "sample"], condition=Q(sample__isnull=False),
+                                    name="one_claim_per_rater_and_sample"),
+            models.UniqueConstraint(fields=["rater", "gold_item"], condition=Q(gold_item__isnull=False),
+                                    name="one_claim_per_rater_and_gold"),
+        ]
+        indexes = [models.Index(fields=["sample", "expires_at"]), models.Index(fields=["rater", "expires_at"])]
 
 
 class DiscriminatorVersion(models.Model):
