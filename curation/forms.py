@@ -9,7 +9,7 @@ from django import forms
 from curation.ml.experiment_config import PRESETS, RATER_KINDS, ConfigError, ExperimentConfig
 from curation.ml.policy import POLICIES
 from curation.models import Export, RealDataset
-from generation.sampling import SAMPLERS
+from generation.config import SAMPLERS
 from training.mix import LOOPS
 
 MODEL_SIZES = {"small": (16, 32), "large": (64, 128)}

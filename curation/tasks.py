@@ -10,7 +10,6 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import transaction
 
-from curation import pipeline
 from curation.models import Generation
 
 State = Generation.State
@@ -25,6 +24,8 @@ def enqueue(generation_id: int) -> None:
 
 
 def _run_and_continue(generation_id: int) -> None:
+    from curation import pipeline  # imported here: the web process imports this module and must not load torch
+
     before = Generation.objects.filter(pk=generation_id).values_list("state", flat=True).first()
     generation = pipeline.run_step(generation_id)
     if generation.state == State.DONE:
@@ -67,6 +68,8 @@ TASK_FOR_STATE = {
 
 @shared_task(acks_late=True, name="curation.reorder_rating_queue")
 def reorder_rating_queue(generation_id: int) -> None:
+    from curation import pipeline  # imported here: the web process imports this module and must not load torch
+
     generation = Generation.objects.filter(pk=generation_id, state=State.RATING).first()
     if generation is not None:
         pipeline.reorder_rating_queue(generation)

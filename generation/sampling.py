@@ -8,7 +8,6 @@ batch, and a half-finished sampling run can be completed without redrawing the r
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,34 +15,10 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
+from generation.config import SAMPLERS, SampleConfig
 from training.model import resolve_device
 from training.progress import ProgressCallback, report
 from training.train import SCHEDULER_DIR, UNET_DIR
-
-SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    # Chosen by measured quality against DDPM-1000 on the same checkpoint (bench/results/samplers.md):
-    # on digits with the cosine schedule, DPM-Solver++ at 20 steps reaches FD 0.295 against
-    # DDPM-1000's 0.279, with higher recall, in 1% of the time; DDIM gets worse with more steps.
-    sampler: str = "dpm-solver++"
-    steps: int = 20
-    # The sampling bias, explicit: the starting noise is scaled by `temperature`. Below 1 it
-    # truncates towards the typical samples (the MAD paper's lambda < 1); 1 is unbiased.
-    temperature: float = 1.0
-    batch_size: int = 512
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.steps < 1:
-            raise ValueError("a sampler needs at least one step")
-        if not 0.0 < self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in (0, 2], not {self.temperature}")
-
 
 def sample_seed(base_seed: int, *keys: int) -> int:
     """A stable 63-bit seed derived from a base seed and integer keys (e.g. generation, index)."""

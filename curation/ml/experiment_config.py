@@ -13,10 +13,9 @@ from typing import Any
 
 from curation.ml.policy import CurationConfig
 from curation.ml.raters import SimulatedRaterConfig
-from generation.sampling import SampleConfig
+from generation.config import SampleConfig
+from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, TrainConfig
 from training.mix import MixConfig
-from training.model import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig
-from training.train import TrainConfig
 
 RATER_KINDS = ("simulated", "human")
 
