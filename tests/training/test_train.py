@@ -2,8 +2,11 @@
 
 import dataclasses
 import json
+import pickle
+from pathlib import Path
 
 import pytest
+import torch
 
 from training.data import load_digits_dataset
 from training.model import DIGITS_MODEL
@@ -58,3 +61,21 @@ def test_training_a_finished_checkpoint_again_does_nothing(images, tmp_path):
 def test_an_empty_training_set_is_refused(tmp_path):
     with pytest.raises(ValueError, match="empty training set"):
         train_unet(load_digits_dataset(size=1).images[:0], model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path)
+
+
+class RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_training_state_that_would_run_code_when_loaded_is_refused(images, tmp_path):
+    # The state file lives in the shared media folder: whoever can write there must not run code on a worker.
+    marker = tmp_path / "code-ran"
+    (tmp_path / "run").mkdir()
+    torch.save({"step": 5, "model": RunsCodeWhenUnpickled(marker)}, tmp_path / "run" / STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "run")
+    assert not marker.exists()
