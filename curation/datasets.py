@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import pickle
+import json
 import shutil
 from pathlib import Path
 from dataclasses import dataclass
@@ -14,11 +14,12 @@ import numpy as np
 from django.db import transaction
 
 from curation.images import encode_png, media_path, read_images, sha256, write_atomically
+from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.real import RealModels, fit_real_models
 from curation.models import RealDataset, RealImage
 from training.data import NO_LABEL, load_digits_dataset
 
-MODEL_VERSION = 2  # 2: RealModels moved to curation.ml.real
+MODEL_VERSION = 3  # 2: RealModels moved to curation.ml.real; 3: skops, not pickle
 
 
 def ensure_digits_dataset() -> RealDataset:
@@ -107,14 +108,46 @@ def real_models(dataset_id: int) -> RealModels:
 
 @functools.lru_cache(maxsize=4)
 def _real_models(identity: tuple) -> RealModels:
-    # Stored by content: the same images and labels, imported again under another id, reuse the fit.
-    path = media_path(f"datasets/real-models/{_fingerprint(identity[0])}-v{MODEL_VERSION}.pkl")
+    path = _real_models_path(identity[0])
     if path.exists():
-        return pickle.loads(path.read_bytes())
+        return load_model(path.read_bytes())
     arrays = _real_arrays(identity)
     models = fit_real_models(arrays.images, arrays.labels)
-    write_atomically(str(path.relative_to(media_path(""))), pickle.dumps(models))
+    _write_summary(path, models)
+    write_atomically(str(path.relative_to(media_path(""))), dump_model(models))
     return models
+
+
+@dataclass(frozen=True)
+class RealSummary:
+    class_proportions: dict
+    real_floor: dict
+
+
+def real_summary(dataset_id: int) -> RealSummary:
+    """What pages show of the real models (class proportions, the real-vs-real FD floor), read from a
+    small JSON file beside them: the web process never loads the models themselves (nor skops, which
+    imports torch)."""
+    return _real_summary(_identity(dataset_id))
+
+
+@functools.lru_cache(maxsize=16)
+def _real_summary(identity: tuple) -> RealSummary:
+    path = _real_models_path(identity[0])
+    if not path.with_suffix(".json").exists():
+        _write_summary(path, _real_models(identity))  # fitted here only if no worker has fitted them yet
+    data = json.loads(path.with_suffix(".json").read_text())
+    return RealSummary({int(k): v for k, v in data["class_proportions"].items()}, data["real_floor"])
+
+
+def _real_models_path(dataset_id: int) -> Path:
+    # Stored by content: the same images and labels, imported again under another id, reuse the fit.
+    return media_path(f"datasets/real-models/{_fingerprint(dataset_id)}-v{MODEL_VERSION}{SUFFIX}")
+
+
+def _write_summary(models_path: Path, models: RealModels) -> None:
+    summary = {"class_proportions": models.class_proportions, "real_floor": models.real_floor}
+    write_atomically(str(models_path.with_suffix(".json").relative_to(media_path(""))), json.dumps(summary).encode())
 
 
 def _fingerprint(dataset_id: int) -> str:

@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import json
 import os
-import pickle
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,6 +41,7 @@ from curation.ml.experiment_config import (
 )
 from curation.ml.imaging import grid_png
 from curation.ml.metrics import sample_metrics
+from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.plots import CURVE_METRICS, curves_png
 from curation.ml.policy import curate
 from curation.ml.raters import simulated_votes
@@ -179,14 +179,14 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 
 def _real_models(plan: StudyPlan) -> RealModels:
-    path = plan.output / "real-models.pkl"
+    path = plan.output / f"real-models{SUFFIX}"
     if path.exists():
-        return pickle.loads(path.read_bytes())
+        return load_model(path.read_bytes())
     data = load_digits_dataset()
     models = fit_real_models(data.images, data.labels)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_bytes(pickle.dumps(models))
+    tmp.write_bytes(dump_model(models))
     os.replace(tmp, path)
     return models
 
