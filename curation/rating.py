@@ -1,26 +1,37 @@
 """Rating: the queue raters draw from, votes and their history, undo, gold items, rater quality.
 
 Queue rules: a sample needs `votes_needed` votes from distinct raters; a rater never sees a sample
-twice; a sample shown to a rater is claimed for them for `claim_minutes`, so concurrent raters do not
-pile onto it beyond its need (claims expire in minutes, so an abandoned tab never empties the queue
-for long); samples come in `rating_rank` order (random, or the discriminator's uncertainty under
-active learning); gold items are mixed in at `gold_rate` and never count as samples.
+twice; a sample served to a rater is claimed for them for `claim_minutes`, and a sample is served
+only while its votes plus its live claims leave room, so that no sample ever counts more votes than
+it needs however many raters race for it; samples come in `rating_rank` order (random, or the
+discriminator's uncertainty under active learning); gold items are mixed in at `gold_rate` and never
+count as samples.
 
-Votes are durable and idempotent: each is saved the moment it is cast, a replayed request (same
-`request_id`) changes nothing, and every vote, change and undo is appended to `VoteEvent`.
+Raters see every item through an opaque token (`Claim.token`): the same shape for samples and gold
+items, an image URL that names nothing, and a vote counts only for an item served to that rater.
+
+Claims are taken atomically: on PostgreSQL the candidate rows are locked (`FOR UPDATE SKIP LOCKED`,
+so concurrent raters pass each other's candidates by) and re-counted after the lock; on SQLite the
+transaction takes the write lock at BEGIN (IMMEDIATE), which serialises claimers. A vote locks its
+sample row too, so a vote and a claim on one sample never interleave.
+
+Votes are durable and idempotent: each is saved the moment it is cast, a replayed request (the same
+rater's `request_id`) changes nothing, and every vote, change and undo is appended to `VoteEvent`.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
-from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import Greatest
+from django.urls import reverse
 from django.utils import timezone
 
 from curation.models import Claim, Experiment, Generation, GoldAnswer, GoldItem, Rater, Sample, Vote, VoteEvent
@@ -28,13 +39,22 @@ from curation.services import CurationError
 
 Clock = Callable[[], datetime.datetime]
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+class VoteNotNeeded(CurationError):
+    """A vote the queue no longer needs (the sample is full, or its rating closed): the page moves on."""
+
 
 def _new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def _config(generation: Generation):
-    return generation.experiment.loop_config
+def check_request_id(request_id) -> str:
+    if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+        raise CurationError("request_id must be a string of 8 to 64 letters, digits, '-' or '_', new for each vote")
+    return request_id
 
 
 # --- votes --------------------------------------------------------------------------------------
@@ -48,38 +68,73 @@ def _check_can_vote(rater: Rater, up) -> None:
 
 
 def _count_vote(sample: Sample, change: int) -> None:
-    """Keep a sample's counted votes, and whether it still needs some, in step with its votes."""
+    """Keep a sample's counted votes, whether it still needs some, and its generation's count of
+    samples needing votes, in step with its votes."""
+    needed_before = sample.needs_votes
     sample.vote_count = max(0, sample.vote_count + change)
     sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
     sample.save(update_fields=["vote_count", "needs_votes"])
+    if sample.needs_votes != needed_before and sample.generation.open_for_raters:
+        Generation.objects.filter(pk=sample.generation_id).update(
+            samples_needing_votes=F("samples_needing_votes") + 1 if sample.needs_votes
+            else Greatest(F("samples_needing_votes") - 1, 0)
+        )
 
 
-def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[str] = None) -> Vote:
+def _replayed(rater: Rater, request_id: str) -> bool:
+    return VoteEvent.objects.filter(rater=rater, request_id=request_id).exists()
+
+
+def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[str] = None, require_claim: bool = True,
+              clock: Clock = timezone.now) -> Optional[Vote]:
     """Record `rater`'s up or down vote on `sample`. Voting again changes the vote; it never adds one.
-    A replayed request (same `request_id`) returns the vote it already recorded."""
+    A replayed request (the same rater's `request_id`) changes nothing and returns the vote as it is.
+
+    A new vote needs room in the sample's quota: the rater's own live claim holds a slot; without one
+    (it lapsed) the vote counts only if the votes and others' live claims leave room. Human raters vote
+    only on samples served to them (`require_claim`); the loop's simulated raters are handed theirs.
+    """
     _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
+    now = clock()
     with transaction.atomic():
-        if VoteEvent.objects.filter(request_id=request_id).exists():
-            return Vote.objects.get(rater=rater, sample=sample)
-        sample = Sample.objects.select_for_update().select_related("generation").get(pk=sample.pk)
+        if _replayed(rater, request_id):
+            return Vote.objects.filter(rater=rater, sample=sample).first()
+        # Lock the sample row only: locking the joined generation would serialise every vote on it.
+        sample = Sample.objects.select_for_update(of=("self",)).select_related("generation").get(pk=sample.pk)
         generation = sample.generation
         if generation.state != Generation.State.RATING:
-            raise CurationError(f"voting on this generation is closed (it is {generation.state})")
-        vote, created = Vote.objects.get_or_create(rater=rater, sample=sample, defaults={"up": up})
-        if not created and vote.up != up:
+            raise VoteNotNeeded(f"voting on this generation is closed (it is {generation.state})")
+        vote = Vote.objects.filter(rater=rater, sample=sample).first()
+        if vote is None:
+            _check_room(rater, sample, now, require_claim)
+            vote = Vote.objects.create(rater=rater, sample=sample, up=up)
+            _count_vote(sample, +1)
+        elif vote.up != up:
             vote.up = up
             vote.save(update_fields=["up", "updated_at"])
-        if created:
-            _count_vote(sample, +1)
         VoteEvent.objects.create(rater=rater, sample=sample, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
-        Claim.objects.filter(rater=rater, sample=sample).delete()
-        if created and generation.open_for_raters:
-            _after_human_vote(generation)
+        # The claim has done its work: expired, it holds no slot, and its token still names the sample.
+        Claim.objects.filter(rater=rater, sample=sample, expires_at__gt=now).update(expires_at=now)
+        if generation.open_for_raters:
+            _after_human_vote(generation, vote)
     return vote
 
 
-def _after_human_vote(generation: Generation) -> None:
+def _check_room(rater: Rater, sample: Sample, now: datetime.datetime, require_claim: bool) -> None:
+    if not sample.needs_votes:
+        raise VoteNotNeeded("this sample already has all the votes it needs; moving on")
+    claim = Claim.objects.filter(rater=rater, sample=sample).first()
+    if claim is None and require_claim:
+        raise CurationError("this sample was not served to you: vote on the items the rating page gives you")
+    if claim is not None and claim.expires_at > now:
+        return  # the rater's live claim holds a slot for this vote
+    others = Claim.objects.filter(sample=sample, expires_at__gt=now).exclude(rater=rater).count()
+    if sample.vote_count + others >= sample.generation.votes_needed:
+        raise VoteNotNeeded("your hold on this sample lapsed and other raters took its remaining votes; moving on")
+
+
+def _after_human_vote(generation: Generation, vote: Vote) -> None:
     """Close rating once every sample has its votes; under active learning, re-order now and then."""
     from curation import tasks  # tasks import the pipeline, which imports this module
 
@@ -88,65 +143,31 @@ def _after_human_vote(generation: Generation) -> None:
         tasks.enqueue(generation.pk)
         return
     config = _config(generation)
-    if config.rating.active_learning:
-        total = Vote.objects.filter(sample__generation=generation, flagged=False).count()
-        if total % config.rating.refit_every_votes == 0:
-            transaction.on_commit(lambda: tasks.reorder_rating_queue.delay(generation.pk))
+    # About every `refit_every_votes` votes: vote ids are shared by all generations, but counting this
+    # generation's votes on every vote would cost a scan of them each time.
+    if config.rating.active_learning and vote.pk % config.rating.refit_every_votes == 0:
+        transaction.on_commit(lambda: tasks.reorder_rating_queue.delay(generation.pk))
 
 
-def undo_last(*, rater: Rater, request_id: Optional[str] = None) -> Optional[dict]:
-    """Take back the rater's most recent vote or gold answer that can still change. Returns the item
-    (as `queue_item` gives it) so the rater sees it again, or None when there is nothing to undo."""
-    request_id = request_id or _new_request_id()
-    with transaction.atomic():
-        replay = VoteEvent.objects.filter(request_id=request_id).select_related("undoes").first()
-        if replay is not None:
-            return _item_of_event(replay.undoes) if replay.undoes else None
-        last = (
-            # Lock the event row only: PostgreSQL cannot lock the nullable side of the outer joins.
-            VoteEvent.objects.select_for_update(of=("self",))
-            .filter(rater=rater, action=VoteEvent.Action.VOTE, undone_by__isnull=True)
-            .filter(Q(sample__generation__state=Generation.State.RATING) | Q(gold_item__isnull=False))
-            .order_by("-created_at", "-pk")
-            .first()
-        )
-        if last is None:
-            return None
-        if last.sample_id is not None:
-            sample = Sample.objects.select_for_update().select_related("generation").get(pk=last.sample_id)
-            deleted = Vote.objects.filter(rater=rater, sample=sample).first()
-            if deleted is not None:
-                if not deleted.flagged:
-                    _count_vote(sample, -1)
-                deleted.delete()
-        else:
-            GoldAnswer.objects.filter(rater=rater, gold_item_id=last.gold_item_id).delete()
-        VoteEvent.objects.create(
-            rater=rater, sample_id=last.sample_id, gold_item_id=last.gold_item_id,
-            action=VoteEvent.Action.UNDO, request_id=request_id, undoes=last,
-        )
-        return _item_of_event(last)
+def _config(generation: Generation):
+    return generation.experiment.loop_config
 
 
-def _item_of_event(event: VoteEvent) -> dict:
-    if event.sample_id is not None:
-        return queue_item(Sample.objects.select_related("generation__experiment").get(pk=event.sample_id))
-    return gold_queue_item(GoldItem.objects.select_related("experiment").get(pk=event.gold_item_id))
-
-
-def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Optional[str] = None) -> GoldAnswer:
-    """A rater's answer on a gold item; pauses the rater when their gold accuracy falls below the bar."""
+def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Optional[str] = None) -> None:
+    """A rater's answer on a gold item served to them; pauses the rater when their gold accuracy falls
+    below the bar."""
     _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
     with transaction.atomic():
-        if VoteEvent.objects.filter(request_id=request_id).exists():
-            return GoldAnswer.objects.get(rater=rater, gold_item=gold_item)
-        answer, _ = GoldAnswer.objects.update_or_create(
+        if _replayed(rater, request_id):
+            return
+        GoldAnswer.objects.update_or_create(
             rater=rater, gold_item=gold_item, defaults={"up": up, "correct": up == gold_item.expected_up}
         )
         VoteEvent.objects.create(rater=rater, gold_item=gold_item, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
+        now = timezone.now()
+        Claim.objects.filter(rater=rater, gold_item=gold_item, expires_at__gt=now).update(expires_at=now)
         _check_gold_accuracy(rater, gold_item.experiment.loop_config.rating)
-    return answer
 
 
 def _check_gold_accuracy(rater: Rater, rating_config) -> None:
@@ -159,6 +180,113 @@ def _check_gold_accuracy(rater: Rater, rating_config) -> None:
                 reason=f"gold accuracy {accuracy:.0%} on {tally['total']} gold items is below "
                        f"the bar of {rating_config.gold_accuracy_bar:.0%}",
             )
+
+
+def cast(*, rater: Rater, token, up, request_id) -> None:
+    """One entry point for a vote on any served item, as the rating page, the grid and the API send it:
+    the item is named by the token it was served under, never by its id or kind."""
+    request_id = check_request_id(request_id)
+    _check_can_vote(rater, up)
+    claim = _served(rater, token)
+    for attempt in (1, 2):
+        try:
+            if claim.sample_id is not None:
+                cast_vote(rater=rater, sample=claim.sample, up=up, request_id=request_id)
+            else:
+                answer_gold(rater=rater, gold_item=claim.gold_item, up=up, request_id=request_id)
+            return
+        except IntegrityError:
+            # Two copies of one request raced (PostgreSQL lets both past the replay check): the loser
+            # finds the winner's event on its second try and changes nothing.
+            if attempt == 2:
+                raise
+
+
+def _served(rater: Rater, token) -> Claim:
+    if not isinstance(token, str) or not TOKEN.fullmatch(token):
+        raise CurationError("token must be the item token the rating page was given")
+    claim = Claim.objects.filter(rater=rater, token=token).select_related("sample", "gold_item__experiment").first()
+    if claim is None:
+        raise CurationError("no item with this token was served to you")
+    return claim
+
+
+def served_image(*, rater: Rater, token: str) -> Optional[str]:
+    """The stored file name of the image behind a token served to `rater`, or None."""
+    if not TOKEN.fullmatch(token):
+        return None
+    claim = Claim.objects.filter(rater=rater, token=token).select_related("sample", "gold_item").first()
+    if claim is None:
+        return None
+    return (claim.sample or claim.gold_item).image.name
+
+
+def submit_grid(*, rater: Rater, votes: list[tuple[str, bool]], request_id: str) -> int:
+    """A page of votes submitted together; each keyed from the page's request id, so a resubmitted
+    form records nothing twice. Votes the queue no longer needs are skipped. Returns how many counted."""
+    check_request_id(request_id)
+    recorded = 0
+    for token, up in votes:
+        try:
+            cast(rater=rater, token=token, up=up, request_id=f"{request_id}-{token}")
+            recorded += 1
+        except VoteNotNeeded:
+            continue
+    return recorded
+
+
+def undo_last(*, rater: Rater, request_id: Optional[str] = None, clock: Clock = timezone.now) -> Optional[dict]:
+    """Take back the rater's most recent vote or gold answer that can still change. Returns the item
+    (as `next_items` gives it, held for the rater again) so they see it again, or None when there is
+    nothing to undo."""
+    request_id = request_id or _new_request_id()
+    now = clock()
+    with transaction.atomic():
+        replay = VoteEvent.objects.filter(rater=rater, request_id=request_id).select_related("undoes").first()
+        if replay is not None:
+            return _item_of_event(rater, replay.undoes, now) if replay.undoes else None
+        last = (
+            # Lock the event row only: PostgreSQL cannot lock the nullable side of the outer joins.
+            VoteEvent.objects.select_for_update(of=("self",))
+            .filter(rater=rater, action=VoteEvent.Action.VOTE, undone_by__isnull=True)
+            .filter(Q(sample__generation__state=Generation.State.RATING) | Q(gold_item__isnull=False))
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        if last is None:
+            return None
+        if last.sample_id is not None:
+            sample = Sample.objects.select_for_update(of=("self",)).select_related("generation").get(pk=last.sample_id)
+            deleted = Vote.objects.filter(rater=rater, sample=sample).first()
+            if deleted is not None:
+                if not deleted.flagged:
+                    _count_vote(sample, -1)
+                deleted.delete()
+        else:
+            GoldAnswer.objects.filter(rater=rater, gold_item_id=last.gold_item_id).delete()
+        VoteEvent.objects.create(
+            rater=rater, sample_id=last.sample_id, gold_item_id=last.gold_item_id,
+            action=VoteEvent.Action.UNDO, request_id=request_id, undoes=last,
+        )
+        return _item_of_event(rater, last, now)
+
+
+def _item_of_event(rater: Rater, event: VoteEvent, now: datetime.datetime) -> dict:
+    """The item an event was about, claimed for the rater again (the undone vote's slot becomes theirs)."""
+    if event.sample_id is not None:
+        sample = Sample.objects.select_related("generation__experiment").get(pk=event.sample_id)
+        experiment, minutes = sample.generation.experiment, None
+        generation = sample.generation
+    else:
+        gold = GoldItem.objects.select_related("experiment").get(pk=event.gold_item_id)
+        experiment = gold.experiment
+        generation = experiment.generations.filter(open_for_raters=True).order_by("-index").first()
+    minutes = experiment.loop_config.rating.claim_minutes
+    claim, _ = Claim.objects.update_or_create(
+        rater=rater, sample_id=event.sample_id, gold_item_id=event.gold_item_id,
+        defaults={"expires_at": now + datetime.timedelta(minutes=minutes)},
+    )
+    return _item(claim.token, experiment, generation)
 
 
 def pause_rater(*, rater: Rater, reason: str) -> None:
@@ -177,180 +305,223 @@ def resume_rater(*, rater: Rater) -> None:
     Rater.objects.filter(pk=rater.pk).update(active=True, paused_reason="")
 
 
+def open_for_rating(generation: Generation) -> None:
+    """Put a generation's samples in human raters' queues."""
+    Generation.objects.filter(pk=generation.pk).update(
+        open_for_raters=True, samples_needing_votes=generation.samples.filter(needs_votes=True).count()
+    )
+    generation.open_for_raters = True
+
+
 # --- the queue ----------------------------------------------------------------------------------
 
 
-def queue_item(sample: Sample) -> dict:
-    generation = sample.generation
+def _item(token: str, experiment: Experiment, generation: Optional[Generation]) -> dict:
+    # One shape for samples and gold items alike: raters cannot tell which is which.
     return {
-        "kind": "sample",
-        "id": sample.pk,
-        "image_url": sample.image.url,
-        "experiment": generation.experiment.name,
-        "generation": generation.index,
-        "generation_id": generation.pk,
-    }
-
-
-def gold_queue_item(gold: GoldItem) -> dict:
-    # Raters are not told which items are gold: it is shown like any sample of its experiment.
-    generation = gold.experiment.generations.filter(open_for_raters=True).order_by("-index").first()
-    return {
-        "kind": "gold",
-        "id": gold.pk,
-        "image_url": gold.image.url,
-        "experiment": gold.experiment.name,
+        "token": token,
+        "image_url": reverse("curation:item-image", args=[token]),
+        "experiment": experiment.name,
         "generation": generation.index if generation else None,
         "generation_id": generation.pk if generation else None,
     }
 
 
-def open_generation_ids() -> list[int]:
+def open_generations() -> list[Generation]:
     return list(
-        Generation.objects.filter(open_for_raters=True, experiment__status=Experiment.Status.RUNNING).values_list(
-            "pk", flat=True
-        )
+        Generation.objects.filter(open_for_raters=True, experiment__status=Experiment.Status.RUNNING)
+        .select_related("experiment").order_by("pk")
     )
 
 
-def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = timezone.now, rng=None) -> list[dict]:
-    """Up to `count` items for the rater, claimed for them; their own live claims first."""
+def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = timezone.now, rng=None,
+               with_counters: bool = False):
+    """Up to `count` items for the rater, claimed for them: first those served to them before and still
+    held (less the tokens in `exclude`, which the page already has), then fresh samples in rank order,
+    with gold items mixed in. With `with_counters`, returns (items, Counters)."""
     if not rater.active:
         raise CurationError(f"rater {rater.name} is paused: {rater.paused_reason or 'ask staff'}")
     now = clock()
-    excluded_samples = {int(i) for kind, i in exclude if kind == "sample"}
-    excluded_gold = {int(i) for kind, i in exclude if kind == "gold"}
-    generations = open_generation_ids()
-    if not generations:
-        return []
-    voted_by_rater = Vote.objects.filter(rater=rater, sample=OuterRef("pk"))
-    my_claims = list(Claim.objects.filter(rater=rater, expires_at__gt=now).values_list("sample_id", flat=True))
-    mine = []
-    if my_claims:
-        # Sorted here: ordered in SQL, SQLite would walk the whole queue index to find a handful of ids.
-        mine = Sample.objects.filter(pk__in=my_claims, needs_votes=True, generation_id__in=generations).exclude(
-            Exists(voted_by_rater)
-        ).exclude(pk__in=excluded_samples).select_related("generation__experiment")
-        mine = sorted(mine, key=lambda s: s.rating_rank)[:count]
-    fresh: list[Sample] = []
-    if len(mine) < count:
-        others_claims = (
-            Claim.objects.filter(sample=OuterRef("pk"), expires_at__gt=now)
-            .exclude(rater=rater)
-            .values("sample")
-            .annotate(n=Count("pk"))
-            .values("n")
+    exclude = set(exclude)
+    with transaction.atomic():
+        generations = open_generations()
+        by_id = {g.pk: g for g in generations}
+        latest_open = {g.experiment_id: g for g in generations}  # ordered by pk: the newest wins
+        fresh = _candidates(rater, generations, count, now)
+        # One query for both: the rater's live claims, and every claim on the candidates (locked now, so
+        # nobody adds to them before this transaction ends).
+        claims = list(
+            Claim.objects.filter(Q(rater=rater, expires_at__gt=now) | Q(sample_id__in=[s.pk for s in fresh]))
+            .select_related("sample", "gold_item")
+            .order_by("created_at", "pk")
         )
-        skip = excluded_samples | {s.pk for s in mine}
-        # One query per open generation, each walking the (generation, needs_votes, rating_rank) index
-        # in order and stopping at its limit; then merged by rank. Open generations are few.
-        for generation_id in generations:
-            fresh += (
-                Sample.objects.filter(generation_id=generation_id, needs_votes=True)
-                .exclude(Exists(voted_by_rater))
-                .exclude(pk__in=skip)
-                .annotate(claimed=Coalesce(Subquery(others_claims), 0))
-                .filter(vote_count__lt=F("generation__votes_needed") - F("claimed"))
-                .select_related("generation__experiment")
-                .order_by("rating_rank")[: count - len(mine)]
-            )
-        fresh = sorted(fresh, key=lambda s: s.rating_rank)[: count - len(mine)]
-    samples = mine + fresh
-    _claim(rater, samples, now)
+        mine = [c for c in claims if c.rater_id == rater.pk and c.expires_at > now]
+        held = [c for c in mine if c.token not in exclude and _still_open(c, by_id, latest_open)]
+        lapsed = {c.sample_id: c for c in claims if c.rater_id == rater.pk and c.expires_at <= now}
+        others: dict[int, int] = {}
+        for c in claims:
+            if c.rater_id != rater.pk and c.expires_at > now:
+                others[c.sample_id] = others.get(c.sample_id, 0) + 1
+        room = max(0, count - len(held))
+        chosen = [s for s in fresh if s.vote_count + others.get(s.pk, 0) < by_id[s.generation_id].votes_needed][:room]
+        gold = _pick_gold(rater, chosen, by_id, rng)
+        new_claims = _claim(rater, chosen, gold, by_id, lapsed, now)
 
-    items = [queue_item(s) for s in samples]
-    return _mix_in_gold(rater, items, samples, excluded_gold, rng)
-
-
-def _claim(rater: Rater, samples: list[Sample], now: datetime.datetime) -> None:
-    if not samples:
-        return
-    by_generation: dict[int, float] = {}
-    for s in samples:
-        if s.generation_id not in by_generation:
-            by_generation[s.generation_id] = s.generation.experiment.loop_config.rating.claim_minutes
-    for s in samples:
-        expires = now + datetime.timedelta(minutes=by_generation[s.generation_id])
-        Claim.objects.update_or_create(rater=rater, sample=s, defaults={"expires_at": expires})
-
-
-def _mix_in_gold(rater: Rater, items: list[dict], samples: list[Sample], excluded_gold: set, rng) -> list[dict]:
-    experiments = {s.generation.experiment_id: s.generation.experiment for s in samples}
-    if not experiments:
+    items = [_held_item(c, by_id, latest_open) for c in held[:count]]
+    items += _interleave([_item(c.token, by_id[c.sample.generation_id].experiment, by_id[c.sample.generation_id])
+                          for c in new_claims if c.sample_id],
+                         [_item(c.token, c.gold_item.experiment, latest_open[c.gold_item.experiment_id])
+                          for c in new_claims if c.gold_item_id], rng)
+    if not with_counters:
         return items
-    gold_rates = {pk: e.loop_config.rating.gold_rate for pk, e in experiments.items()}  # parsed once, not per item
+    served_gold = {}
+    for c in [c for c in mine if c.gold_item_id] + [c for c in new_claims if c.gold_item_id]:
+        generation = latest_open.get(c.gold_item.experiment_id)
+        if generation is not None:
+            served_gold[generation.pk] = served_gold.get(generation.pk, 0) + 1
+    return items, counters(rater=rater, generations=generations, served_gold=served_gold, clock=clock)
+
+
+def _candidates(rater: Rater, generations: list[Generation], count: int, now) -> list[Sample]:
+    """Open samples the rater has neither voted on nor holds, that others' live claims leave room in,
+    in rank order: one query per open generation (they are few), each walking the (generation,
+    rating_rank) queue index and stopping at its limit. On PostgreSQL the rows are locked, skipping
+    rows another claimer or voter holds."""
+    voted = Vote.objects.filter(rater=rater, sample=OuterRef("pk"))
+    held = Claim.objects.filter(rater=rater, sample=OuterRef("pk"), expires_at__gt=now)
+    others_claims = (
+        Claim.objects.filter(sample=OuterRef("pk"), expires_at__gt=now).exclude(rater=rater)
+        .values("sample").annotate(n=Count("pk")).values("n")
+    )
+    found: list[Sample] = []
+    for generation in generations:
+        query = (
+            Sample.objects.filter(generation=generation, needs_votes=True)
+            .exclude(Exists(voted)).exclude(Exists(held))
+            .alias(claimed=others_claims)
+            .filter(Q(claimed__isnull=True) | Q(claimed__lt=generation.votes_needed - F("vote_count")))
+            .only("pk", "generation_id", "vote_count", "rating_rank")
+            .order_by("rating_rank")
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            query = query.select_for_update(skip_locked=True, of=("self",))
+        found += query[:count]
+    return sorted(found, key=lambda s: s.rating_rank)[:count]
+
+
+def _still_open(claim: Claim, by_id: dict, latest_open: dict) -> bool:
+    if claim.sample_id is not None:
+        return claim.sample.generation_id in by_id and claim.sample.needs_votes
+    return claim.gold_item.experiment_id in latest_open
+
+
+def _held_item(claim: Claim, by_id: dict, latest_open: dict) -> dict:
+    if claim.sample_id is not None:
+        generation = by_id[claim.sample.generation_id]
+    else:
+        generation = latest_open[claim.gold_item.experiment_id]
+    return _item(claim.token, generation.experiment, generation)
+
+
+def _pick_gold(rater: Rater, chosen: list[Sample], by_id: dict, rng) -> list[GoldItem]:
+    """Gold items to mix in: each fresh sample brings one along with its experiment's `gold_rate`. A gold
+    item is served to a rater once (answered or not), so a held or lapsed one never comes back."""
+    if not chosen:
+        return []
     rng = rng or np.random.default_rng()
-    answered = GoldAnswer.objects.filter(rater=rater).values("gold_item_id")
-    mixed: list[dict] = []
-    for item, sample in zip(items, samples):
-        experiment = experiments[sample.generation.experiment_id]
-        if rng.random() < gold_rates[experiment.pk]:
-            gold = (
-                GoldItem.objects.filter(experiment=experiment)
-                .exclude(pk__in=answered)
-                .exclude(pk__in=excluded_gold | {i["id"] for i in mixed if i["kind"] == "gold"})
-                .order_by("?")
-                .select_related("experiment")
-                .first()
-            )
-            if gold is not None:
-                mixed.append(gold_queue_item(gold))
-        mixed.append(item)
-    return mixed
+    wanted: dict[int, int] = {}
+    for sample in chosen:
+        experiment = by_id[sample.generation_id].experiment
+        if rng.random() < experiment.loop_config.rating.gold_rate:
+            wanted[experiment.pk] = wanted.get(experiment.pk, 0) + 1
+    if not wanted:
+        return []
+    candidates = list(
+        GoldItem.objects.filter(experiment_id__in=list(wanted))
+        .exclude(Exists(Claim.objects.filter(rater=rater, gold_item=OuterRef("pk"))))
+        .select_related("experiment")
+        .order_by("?")[: sum(wanted.values()) * 4]
+    )
+    picked = []
+    for gold in candidates:
+        if wanted.get(gold.experiment_id, 0) > 0:
+            wanted[gold.experiment_id] -= 1
+            picked.append(gold)
+    return picked
+
+
+def _claim(rater: Rater, samples: list[Sample], gold: list[GoldItem], by_id: dict, lapsed: dict, now) -> list[Claim]:
+    """Claims for the chosen items: new ones in one insert; a sample's claim the rater let lapse before
+    is renewed in place, keeping its token (the page may still show it)."""
+    claims = []
+    for item in list(samples) + list(gold):
+        if isinstance(item, Sample):
+            experiment = by_id[item.generation_id].experiment
+            claim = lapsed.get(item.pk) or Claim(rater=rater, sample=item)
+            claim.sample = item
+        else:
+            experiment = item.experiment
+            claim = Claim(rater=rater, gold_item=item)
+        claim.expires_at = now + datetime.timedelta(minutes=experiment.loop_config.rating.claim_minutes)
+        claims.append(claim)
+    renewed = [c for c in claims if c.pk is not None]
+    if renewed:
+        Claim.objects.bulk_update(renewed, ["expires_at"])
+    Claim.objects.bulk_create([c for c in claims if c.pk is None])
+    return claims
+
+
+def _interleave(samples: list[dict], gold: list[dict], rng) -> list[dict]:
+    """Gold items at random places among the samples."""
+    if not gold:
+        return samples
+    rng = rng or np.random.default_rng()
+    items = list(samples)
+    for item in gold:
+        items.insert(int(rng.integers(0, len(items) + 1)), item)
+    return items
 
 
 @dataclass(frozen=True)
 class Counters:
     rated_today: int
-    left: int  # samples in open generations this rater can still vote on
+    left: int  # items in open generations this rater can still vote on
     left_by_generation: dict  # generation id -> the same, per generation
+
+
+def counters(*, rater: Rater, generations: Optional[list[Generation]] = None, served_gold: Optional[dict] = None,
+             clock: Clock = timezone.now) -> Counters:
+    """Votes the rater cast today, and what is left for them per open generation: its samples still
+    needing votes (kept on the generation row) less those they voted on, plus gold items served to them
+    and not yet answered, so that the count goes down by one with every item, sample or gold."""
+    if generations is None:
+        generations = open_generations()
+        served_gold = {}
+        for claim in Claim.objects.filter(rater=rater, gold_item__isnull=False, expires_at__gt=clock()).select_related(
+                "gold_item"):
+            latest = [g for g in generations if g.experiment_id == claim.gold_item.experiment_id]
+            if latest:
+                served_gold[latest[-1].pk] = served_gold.get(latest[-1].pk, 0) + 1
+    today = timezone.localtime(clock()).replace(hour=0, minute=0, second=0, microsecond=0)
+    ids = [g.pk for g in generations]
+    rows = (
+        Vote.objects.filter(rater=rater)
+        .filter(Q(created_at__gte=today) | Q(sample__needs_votes=True, sample__generation_id__in=ids))
+        .values("sample__generation_id")
+        .annotate(today=Count("pk", filter=Q(created_at__gte=today)),
+                  open=Count("pk", filter=Q(sample__needs_votes=True, sample__generation_id__in=ids)))
+    )
+    voted_open, rated = {}, 0
+    for row in rows:
+        rated += row["today"]
+        voted_open[row["sample__generation_id"]] = row["open"]
+    by_generation = {
+        g.pk: max(0, g.samples_needing_votes - voted_open.get(g.pk, 0)) + (served_gold or {}).get(g.pk, 0)
+        for g in generations
+    }
+    return Counters(rated_today=rated, left=sum(by_generation.values()), left_by_generation=by_generation)
 
 
 def rated_today(*, rater: Rater, clock: Clock = timezone.now) -> int:
     today = timezone.localtime(clock()).replace(hour=0, minute=0, second=0, microsecond=0)
     return Vote.objects.filter(rater=rater, created_at__gte=today).count()
-
-
-def counters(*, rater: Rater, clock: Clock = timezone.now) -> Counters:
-    generations = open_generation_ids()
-    # Open samples, less those this rater already voted on: two index counts instead of an
-    # anti-join over every open sample.
-    waiting = dict(
-        Sample.objects.filter(needs_votes=True, generation_id__in=generations)
-        .values_list("generation_id").annotate(n=Count("pk")).values_list("generation_id", "n")
-    )
-    voted = dict(
-        Vote.objects.filter(rater=rater, sample__needs_votes=True, sample__generation_id__in=generations)
-        .values_list("sample__generation_id").annotate(n=Count("pk")).values_list("sample__generation_id", "n")
-    )
-    by_generation = {g: waiting.get(g, 0) - voted.get(g, 0) for g in generations}
-    return Counters(rated_today=rated_today(rater=rater, clock=clock), left=sum(by_generation.values()),
-                    left_by_generation=by_generation)
-
-
-def cast(*, rater: Rater, kind: str, item_id, up, request_id: Optional[str] = None) -> None:
-    """One entry point for a vote on any queue item, as the UI and the API send it."""
-    try:
-        item_id = int(item_id)
-    except (TypeError, ValueError):
-        raise CurationError(f"item id must be a number, not {item_id!r}") from None
-    if kind == "sample":
-        sample = Sample.objects.filter(pk=item_id).first()
-        if sample is None:
-            raise CurationError(f"there is no sample {item_id}")
-        cast_vote(rater=rater, sample=sample, up=up, request_id=request_id)
-    elif kind == "gold":
-        gold = GoldItem.objects.filter(pk=item_id).select_related("experiment").first()
-        if gold is None:
-            raise CurationError(f"there is no item {item_id}")
-        answer_gold(rater=rater, gold_item=gold, up=up, request_id=request_id)
-    else:
-        raise CurationError(f"unknown item kind {kind!r}; expected 'sample' or 'gold'")
-
-
-def submit_grid(*, rater: Rater, votes: list[tuple[str, int, bool]], request_id: str) -> int:
-    """A page of votes submitted together; each keyed from the page's request id, so a resubmitted
-    form records nothing twice. Returns how many were recorded."""
-    for kind, item_id, up in votes:
-        cast(rater=rater, kind=kind, item_id=item_id, up=up, request_id=f"{request_id}:{kind}:{item_id}")
-    return len(votes)

@@ -7,17 +7,20 @@ import uuid
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseForbidden, JsonResponse
+from django.http import FileResponse, Http404, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from curation import rating
+from curation.images import media_path
 from curation.models import Generation, Rater
 from curation.selectors import generation_agreement, rater_stats
 from curation.services import CurationError
 
 GRID_SIZE = 16
 PREFETCH = 8
+MAX_EXCLUDE = 100  # tokens a page may list as already queued
+MAX_BODY = 4096  # bytes of a vote or undo request: a few short fields
 
 
 def rater_for(user) -> Rater | None:
@@ -50,14 +53,13 @@ def rate_page(request):
     return render(request, "curation/rate.html", {"rater": request.rater, "prefetch": PREFETCH})
 
 
-def _counters(rater) -> dict:
-    c = rating.counters(rater=rater)
+def _counters(c: rating.Counters) -> dict:
     return {"rated_today": c.rated_today, "left": c.left,
             "left_by_generation": {str(g): n for g, n in c.left_by_generation.items()}}
 
 
-def _error(message: str, status: int = 400) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+def _error(message: str, status: int = 400, **extra) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
 
 
 @require_GET
@@ -65,26 +67,25 @@ def _error(message: str, status: int = 400) -> JsonResponse:
 def api_next(request):
     try:
         count = max(1, min(int(request.GET.get("count", PREFETCH)), 50))
-    except ValueError:
-        return _error("count must be a number")
-    exclude = []
-    for token in filter(None, request.GET.get("exclude", "").split(",")):
-        kind, _, item_id = token.partition(":")
-        if kind not in ("sample", "gold") or not item_id.isdigit():
-            return _error(f"exclude takes kind:id pairs, not {token!r}")
-        exclude.append((kind, int(item_id)))
+    except (TypeError, ValueError):
+        return _error("count must be a whole number from 1 to 50")
+    tokens = [t for t in request.GET.get("exclude", "").split(",") if t]
+    if len(tokens) > MAX_EXCLUDE or not all(rating.TOKEN.fullmatch(t) for t in tokens):
+        return _error(f"exclude takes up to {MAX_EXCLUDE} item tokens, separated by commas")
     try:
-        items = rating.next_items(rater=request.rater, count=count, exclude=tuple(exclude))
+        items, counters = rating.next_items(rater=request.rater, count=count, exclude=tuple(tokens), with_counters=True)
     except CurationError as error:
         return _error(str(error), status=403)
-    return JsonResponse({"items": items, "counters": _counters(request.rater)})
+    return JsonResponse({"items": items, "counters": _counters(counters)})
 
 
 def _json_body(request) -> dict:
+    if len(request.body) > MAX_BODY:
+        raise CurationError(f"the request body is over {MAX_BODY} bytes")
     try:
-        body = json.loads(request.body or b"{}")
-    except json.JSONDecodeError:
-        raise CurationError("the request body must be JSON") from None
+        body = json.loads(request.body.decode("utf-8") or "{}")
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep
+        raise CurationError("the request body must be a JSON object in UTF-8") from None
     if not isinstance(body, dict):
         raise CurationError("the request body must be a JSON object")
     return body
@@ -95,11 +96,9 @@ def _json_body(request) -> dict:
 def api_vote(request):
     try:
         body = _json_body(request)
-        request_id = str(body.get("request_id") or "")
-        if not 8 <= len(request_id) <= 64:
-            raise CurationError("request_id must be a unique string of 8 to 64 characters")
-        rating.cast(rater=request.rater, kind=body.get("kind"), item_id=body.get("id"), up=body.get("up"),
-                    request_id=request_id)
+        rating.cast(rater=request.rater, token=body.get("token"), up=body.get("up"), request_id=body.get("request_id"))
+    except rating.VoteNotNeeded as error:
+        return _error(str(error), status=409, skip=True)
     except CurationError as error:
         return _error(str(error))
     # Only the cheap counter: the page counts "left" down itself and gets it afresh with each fetch.
@@ -111,10 +110,25 @@ def api_vote(request):
 def api_undo(request):
     try:
         body = _json_body(request)
-        item = rating.undo_last(rater=request.rater, request_id=str(body.get("request_id") or "") or None)
+        item = rating.undo_last(rater=request.rater, request_id=rating.check_request_id(body.get("request_id")))
     except CurationError as error:
         return _error(str(error))
     return JsonResponse({"item": item, "counters": {"rated_today": rating.rated_today(rater=request.rater)}})
+
+
+@require_GET
+@rater_required
+def item_image(request, token: str):
+    """The image of an item served to this rater, named by its token alone."""
+    name = rating.served_image(rater=request.rater, token=token)
+    if name is None:
+        raise Http404("no item with this token was served to you")
+    try:
+        response = FileResponse(open(media_path(name), "rb"), content_type="image/png")
+    except FileNotFoundError:
+        raise Http404("the image file is missing") from None
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @rater_required
@@ -123,19 +137,18 @@ def grid(request):
         votes = []
         for key in request.POST:
             if key.startswith("item-"):
-                kind, _, item_id = key.removeprefix("item-").partition("-")
-                votes.append((kind, item_id, request.POST[key] == "up"))
+                votes.append((key.removeprefix("item-"), request.POST[key] == "up"))
         try:
-            rating.submit_grid(rater=request.rater, votes=votes, request_id=request.POST.get("request_id", "")[:64])
+            rating.submit_grid(rater=request.rater, votes=votes, request_id=request.POST.get("request_id", ""))
         except CurationError as error:
             return render(request, "curation/grid.html", {"error": str(error), "items": [], "request_id": ""}, status=400)
         return redirect("curation:grid")
     try:
-        items = rating.next_items(rater=request.rater, count=GRID_SIZE)
+        items, counters = rating.next_items(rater=request.rater, count=GRID_SIZE, with_counters=True)
     except CurationError as error:
         return render(request, "curation/grid.html", {"error": str(error), "items": []}, status=403)
     return render(request, "curation/grid.html", {
-        "items": items, "request_id": uuid.uuid4().hex, "counters": _counters(request.rater),
+        "items": items, "request_id": uuid.uuid4().hex, "counters": _counters(counters),
     })
 
 

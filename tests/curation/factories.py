@@ -25,6 +25,7 @@ def open_generation(config, *, samples: int = 20, votes_needed: int = 2, gold_ra
 
     from curation.images import encode_png, write_atomically
     from curation.models import Generation, Sample
+    from curation.rating import open_for_rating
     from curation.services import ensure_gold_items
 
     config = config.replace(**{"rating.raters": "human", "rating.votes_per_sample": votes_needed,
@@ -38,7 +39,8 @@ def open_generation(config, *, samples: int = 20, votes_needed: int = 2, gold_ra
         rows.append(Sample(generation=generation, index=index, seed=index, sampler="ddim", steps=1, temperature=1.0,
                            image=path, sha256=str(index), to_rate=True, needs_votes=True, rating_rank=index / samples))
     Sample.objects.bulk_create(rows)
-    Generation.objects.filter(pk=generation.pk).update(state=Generation.State.RATING, open_for_raters=True)
+    Generation.objects.filter(pk=generation.pk).update(state=Generation.State.RATING)
+    open_for_rating(generation)
     ensure_gold_items(experiment=experiment)
     generation.refresh_from_db()
     return generation

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from curation import pipeline, rating
-from curation.models import Claim, GoldAnswer, Sample, Vote, VoteEvent
+from curation.models import Claim, GoldAnswer, GoldItem, Sample, Vote, VoteEvent
 from curation.services import CurationError
 from tests.curation.factories import human_rater, open_generation
 
@@ -20,12 +20,14 @@ def generation(tiny_config):
 
 
 def ids(items):
-    return [i["id"] for i in items if i["kind"] == "sample"]
+    """The sample ids behind served items (gold items left out), from their claims."""
+    claims = {c.token: c for c in Claim.objects.filter(token__in=[i["token"] for i in items])}
+    return [claims[i["token"]].sample_id for i in items if claims[i["token"]].sample_id is not None]
 
 
 def vote_all(rater, items, up=True):
     for item in items:
-        rating.cast(rater=rater, kind=item["kind"], item_id=item["id"], up=up)
+        rating.cast(rater=rater, token=item["token"], up=up, request_id=f"r-{item['token']}")
 
 
 def test_a_rater_never_sees_a_sample_twice(generation):
@@ -80,7 +82,7 @@ def test_samples_come_in_rank_order_and_active_learning_ranks_by_uncertainty(gen
     # Votes that follow a rule (bright images up), then a re-ranking from them.
     bob = human_rater("bob")
     for sample in generation.samples.order_by("index")[:6]:
-        rating.cast_vote(rater=bob, sample=sample, up=sample.index % 2 == 0)
+        rating.cast_vote(rater=bob, sample=sample, up=sample.index % 2 == 0, require_claim=False)
     pipeline.reorder_rating_queue(generation)
     waiting = Sample.objects.filter(generation=generation, vote_count=0)
     assert all(0.0 <= s.rating_rank <= 0.5 for s in waiting)
@@ -91,20 +93,42 @@ def test_gold_items_are_mixed_in_and_not_counted_as_samples(tiny_config):
     open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=0.5)
     alice = human_rater("alice")
     items = rating.next_items(rater=alice, count=20, rng=np.random.default_rng(0))
-    gold = [i for i in items if i["kind"] == "gold"]
+    gold = [i for i in items if Claim.objects.get(token=i["token"]).gold_item_id]
     assert 4 <= len(gold) <= 16 and len(ids(items)) == 20
-    before = rating.counters(rater=alice)
-    for item in gold:
-        rating.cast(rater=alice, kind="gold", item_id=item["id"], up=True)
+    vote_all(alice, gold)
     assert Vote.objects.count() == 0 and GoldAnswer.objects.filter(rater=alice).count() == len(gold)
-    assert rating.counters(rater=alice) == before
+
+
+def test_gold_items_look_exactly_like_samples(tiny_config):
+    open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=0.5)
+    alice = human_rater("alice")
+    items = rating.next_items(rater=alice, count=20, rng=np.random.default_rng(0))
+    assert {tuple(sorted(i)) for i in items} == {("experiment", "generation", "generation_id", "image_url", "token")}
+    assert len({i["generation_id"] for i in items}) == 1
+    for item in items:
+        assert item["image_url"] == f"/rate/image/{item['token']}"  # names nothing about the item
+    gold_tokens = [c.token for c in Claim.objects.filter(gold_item__isnull=False)]
+    sample_tokens = [c.token for c in Claim.objects.filter(sample__isnull=False)]
+    assert gold_tokens and {len(t) for t in gold_tokens} == {len(t) for t in sample_tokens}
+
+
+def test_a_gold_answer_counts_only_for_an_item_served_to_that_rater(tiny_config):
+    open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=1.0)
+    alice, bob = human_rater("alice"), human_rater("bob")
+    items = rating.next_items(rater=alice, count=4, rng=np.random.default_rng(0))
+    gold_token = next(i["token"] for i in items if Claim.objects.get(token=i["token"]).gold_item_id)
+    with pytest.raises(CurationError, match="no item with this token was served to you"):
+        rating.cast(rater=bob, token=gold_token, up=True, request_id="bob-00001")
+    unserved = GoldItem.objects.exclude(claims__rater=alice).first()
+    assert unserved is not None and not unserved.claims.filter(rater=alice).exists()
+    assert GoldAnswer.objects.count() == 0
 
 
 def test_a_rater_failing_gold_items_is_paused_and_their_votes_flagged(tiny_config):
     generation = open_generation(tiny_config, samples=10, votes_needed=1, gold_rate=0.0)
     careless = human_rater("careless")
     sample = generation.samples.first()
-    rating.cast_vote(rater=careless, sample=sample, up=True)
+    rating.cast_vote(rater=careless, sample=sample, up=True, require_claim=False)
     bad = list(generation.experiment.gold_items.filter(kind="bad"))
     real = list(generation.experiment.gold_items.filter(kind="real"))
     for gold in bad:
@@ -120,46 +144,93 @@ def test_a_rater_failing_gold_items_is_paused_and_their_votes_flagged(tiny_confi
     assert Vote.objects.get(rater=careless).flagged
     sample.refresh_from_db()
     assert sample.vote_count == 0 and sample.needs_votes  # needs a vote from someone reliable
+    generation.refresh_from_db()
+    assert generation.samples_needing_votes == 10
 
 
 def test_undo_takes_back_the_last_vote_and_keeps_the_history(generation):
     alice = human_rater("alice")
-    first, second = generation.samples.order_by("index")[:2]
-    rating.cast_vote(rater=alice, sample=first, up=True)
-    rating.cast_vote(rater=alice, sample=second, up=False)
+    items = rating.next_items(rater=alice, count=2)
+    vote_all(alice, items)
+    first, second = ids(items)
     item = rating.undo_last(rater=alice, request_id="undo-0001")
-    assert item["id"] == second.pk
-    assert list(Vote.objects.values_list("sample_id", flat=True)) == [first.pk]
-    second.refresh_from_db()
-    assert second.vote_count == 0 and second.needs_votes
-    assert rating.undo_last(rater=alice, request_id="undo-0001")["id"] == second.pk  # replayed: no second undo
+    assert item["token"] == items[1]["token"]  # the same token: the page may still hold it
+    assert list(Vote.objects.values_list("sample_id", flat=True)) == [first]
+    sample = Sample.objects.get(pk=second)
+    assert sample.vote_count == 0 and sample.needs_votes
+    assert rating.undo_last(rater=alice, request_id="undo-0001")["token"] == items[1]["token"]  # replayed: no second undo
     assert Vote.objects.count() == 1
     assert list(VoteEvent.objects.order_by("pk").values_list("action", flat=True)) == ["vote", "vote", "undo"]
+    # The undone sample is held for alice again: she can vote on it anew, and others cannot take its slot.
+    rating.cast(rater=alice, token=item["token"], up=False, request_id="again-001")
+    assert Vote.objects.get(sample_id=second).up is False
 
 
 def test_a_replayed_vote_request_records_nothing_twice(generation):
     alice = human_rater("alice")
-    sample = generation.samples.first()
+    token = rating.next_items(rater=alice, count=1)[0]["token"]
     for _ in range(3):
-        rating.cast_vote(rater=alice, sample=sample, up=True, request_id="same-request")
+        rating.cast(rater=alice, token=token, up=True, request_id="same-request")
     assert Vote.objects.count() == 1 and VoteEvent.objects.count() == 1
-    sample.refresh_from_db()
-    assert sample.vote_count == 1
+    assert Sample.objects.get(pk=Vote.objects.get().sample_id).vote_count == 1
+
+
+def test_request_ids_belong_to_their_rater(generation):
+    alice, bob = human_rater("alice"), human_rater("bob")
+    for rater in (alice, bob):
+        token = rating.next_items(rater=rater, count=1)[0]["token"]
+        rating.cast(rater=rater, token=token, up=True, request_id="shared-id-1")  # bob's is not a replay of alice's
+    assert Vote.objects.count() == 2 and VoteEvent.objects.count() == 2
 
 
 def test_a_changed_vote_keeps_its_history(generation):
     alice = human_rater("alice")
-    sample = generation.samples.first()
-    rating.cast_vote(rater=alice, sample=sample, up=True)
-    rating.cast_vote(rater=alice, sample=sample, up=False)
+    token = rating.next_items(rater=alice, count=1)[0]["token"]
+    rating.cast(rater=alice, token=token, up=True, request_id="first-vote")
+    rating.cast(rater=alice, token=token, up=False, request_id="second-vote")
     assert Vote.objects.get().up is False
     assert list(VoteEvent.objects.order_by("pk").values_list("up", flat=True)) == [True, False]
-    sample.refresh_from_db()
-    assert sample.vote_count == 1
+    assert Sample.objects.get(pk=Vote.objects.get().sample_id).vote_count == 1
 
 
-def test_voting_clears_the_raters_claim(generation):
+def test_voting_releases_the_raters_hold(generation):
     alice = human_rater("alice")
     items = rating.next_items(rater=alice, count=2)
     vote_all(alice, items[:1])
-    assert Claim.objects.filter(rater=alice).count() == 1
+    assert Claim.objects.filter(rater=alice, expires_at__gt=timezone.now()).count() == 1
+
+
+def test_a_sample_not_served_to_the_rater_cannot_be_voted_on(generation):
+    alice = human_rater("alice")
+    with pytest.raises(CurationError, match="not served to you"):
+        rating.cast_vote(rater=alice, sample=generation.samples.first(), up=True)
+    with pytest.raises(CurationError, match="no item with this token"):
+        rating.cast(rater=alice, token="made-up-token", up=True, request_id="guess-0001")
+    assert Vote.objects.count() == 0
+
+
+def test_a_full_sample_refuses_another_vote_and_says_move_on(generation):
+    a, b, c = (human_rater(n) for n in "abc")
+    held = rating.next_items(rater=a, count=1)
+    sample = Sample.objects.get(pk=ids(held)[0])
+    rating.next_items(rater=b, count=1)  # b holds the second slot of the same sample
+    later = timezone.now() + datetime.timedelta(minutes=6)
+    # a's hold lapses; c takes the sample; b and c vote: the sample is full.
+    freed = rating.next_items(rater=c, count=1, clock=lambda: later)
+    assert ids(freed) == [sample.pk]
+    for rater, item in ((b, Claim.objects.get(rater=b).token), (c, freed[0]["token"])):
+        rating.cast(rater=rater, token=item, up=True, request_id=f"vote-{rater.name}-1")
+    with pytest.raises(rating.VoteNotNeeded, match="moving on"):
+        rating.cast(rater=a, token=held[0]["token"], up=True, request_id="vote-a-0001")
+    sample.refresh_from_db()
+    assert sample.vote_count == 2 and not sample.needs_votes
+
+
+def test_counters_count_down_by_one_per_item_gold_included(tiny_config):
+    generation = open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=0.5)
+    alice = human_rater("alice")
+    items, before = rating.next_items(rater=alice, count=10, rng=np.random.default_rng(1), with_counters=True)
+    assert before.left == 30 + (len(items) - 10)
+    vote_all(alice, items[:5])
+    assert rating.counters(rater=alice).left == before.left - 5
+    assert before.left_by_generation == {generation.pk: before.left}

@@ -1,6 +1,8 @@
 // The rating page: one item at a time, voted from the keyboard. The next items are prefetched
 // (data and images) so the next one appears at once; each vote is sent the moment it is cast, with
-// a request id that makes a retried send harmless, and retried until the server has it.
+// a request id that makes a retried send harmless. Votes go out in order (an undo never overtakes
+// the vote it undoes); a network error or a server error (5xx) is retried with backoff while the
+// page shows how many votes are waiting; a refusal (4xx) is shown and skipped, never retried.
 (function () {
   "use strict";
   const root = document.getElementById("rater");
@@ -15,9 +17,11 @@
   let queue = [];          // items waiting to be shown; queue[0] is on screen
   let fetching = null;
   let outbox = Promise.resolve();  // votes and undos go out in order
+  let waiting = 0;                 // sends not yet acknowledged
   let exhausted = false;
+  const SERVER_ERROR_ATTEMPTS = 6;  // a vote the server keeps failing on is given up after ~30 s
 
-  const key = (item) => `${item.kind}:${item.id}`;
+  const key = (item) => item.token;
   const newId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
 
   const left = document.getElementById("left");
@@ -59,8 +63,7 @@
     image.src = item.image_url;
     image.alt = `Sample to rate from ${item.experiment}, generation ${item.generation}`;
     caption.textContent = `${item.experiment} · generation ${item.generation}`;
-    figure.dataset.kind = item.kind;
-    figure.dataset.id = item.id;
+    figure.dataset.token = item.token;
     showLeft();
   }
 
@@ -92,26 +95,55 @@
     return fetching;
   }
 
-  function send(url, body, attempt = 0) {
+  function showWaiting(note) {
+    if (waiting > 1 || note) {
+      status.textContent = `${waiting} vote${waiting === 1 ? "" : "s"} waiting${note ? ` (${note})` : ""}…`;
+    } else if (status.textContent.includes("waiting")) {
+      status.textContent = "";
+    }
+  }
+
+  async function post(url, body) {
+    // Resolves to {ok, status, data}; throws only when the network failed.
+    const response = await fetch(url, {
+      method: "POST",
+      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+      body: JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await response.json(); } catch (error) { data = {}; }  // a 5xx may be an HTML page
+    return {ok: response.ok, status: response.status, data};
+  }
+
+  function send(url, body) {
     // Chained so that an undo never overtakes the vote it undoes.
+    waiting += 1;
+    showWaiting();
     outbox = outbox.then(async () => {
-      for (;;) {
-        try {
-          const response = await fetch(url, {
-            method: "POST",
-            headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
-            body: JSON.stringify(body),
-          });
-          const data = await response.json();
-          if (!response.ok) { status.textContent = data.error || response.statusText; return data; }
-          status.textContent = "";
-          setCounters(data.counters);
-          return data;
-        } catch (error) {
+      let attempt = 0;
+      try {
+        for (;;) {
+          let reply = null;
+          try { reply = await post(url, body); } catch (error) { reply = null; }  // offline: retry for as long as it takes
+          if (reply && reply.status < 500) {
+            if (reply.ok) {
+              setCounters(reply.data.counters);
+              showWaiting();
+            } else {
+              status.textContent = reply.data.error || `Refused (${reply.status}); moved on`;
+            }
+            return reply.data;
+          }
           attempt += 1;
-          status.textContent = `Offline, retrying your vote (${attempt})…`;
-          await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** attempt)));
+          if (reply && attempt >= SERVER_ERROR_ATTEMPTS) {
+            status.textContent = `The server failed to save a vote (${reply.status}) ${attempt} times; it was skipped`;
+            return null;
+          }
+          showWaiting(reply ? `server error ${reply.status}, retry ${attempt}` : `offline, retry ${attempt}`);
+          await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 250 * 2 ** attempt)));
         }
+      } finally {
+        waiting -= 1;
       }
     });
     return outbox;
@@ -122,8 +154,8 @@
     if (!item) return;
     queue.shift();
     show();
-    send(urls.vote, {kind: item.kind, id: item.id, up, request_id: newId()});
-    if (item.kind === "sample") countLeft(item, -1);  // gold items are not samples
+    send(urls.vote, {token: item.token, up, request_id: newId()});
+    countLeft(item, -1);
     refill();
   }
 
@@ -131,7 +163,7 @@
     const data = await send(urls.undo, {request_id: newId()});
     if (data && data.item) {
       queue = queue.filter((i) => key(i) !== key(data.item));
-      if (data.item.kind === "sample") countLeft(data.item, +1);
+      countLeft(data.item, +1);
       queue.unshift(data.item);
       show();
     }
@@ -152,7 +184,7 @@
     if (action) { event.preventDefault(); action(); }
   });
   window.addEventListener("beforeunload", (event) => {
-    if (status.textContent.startsWith("Offline")) { event.preventDefault(); event.returnValue = ""; }
+    if (waiting > 0) { event.preventDefault(); event.returnValue = ""; }
   });
   refill();
 })();
