@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import math
@@ -57,14 +58,17 @@ class Scenario:
     server: str  # "runserver" or "gunicorn"
     raters: int
     think_s: float  # mean seconds between a rater's votes; 0: as fast as the server answers
+    target_p99_ms: tuple[float, float] | None = None  # (vote, next), from issue 11
+
+
 
 
 SCENARIOS = {
     s.name: s
     for s in (
-        Scenario("embedded", "runserver", raters=50, think_s=2.0),
+        Scenario("embedded", "runserver", raters=50, think_s=2.0, target_p99_ms=(250, 250)),
         Scenario("embedded-saturation", "runserver", raters=50, think_s=0.0),
-        Scenario("gunicorn", "gunicorn", raters=200, think_s=2.0),
+        Scenario("gunicorn", "gunicorn", raters=200, think_s=2.0, target_p99_ms=(100, 150)),
         Scenario("gunicorn-saturation", "gunicorn", raters=50, think_s=0.0),
     )
 }
@@ -548,8 +552,9 @@ def postgres_database(url: str, name: str):
 
 
 @contextmanager
-def baseline_worktree(ref: str, folder: Path):
-    path = folder / "baseline"
+def worktree(ref: str, folder: Path, name: str):
+    """A checkout of `ref` outside this repository, removed afterwards."""
+    path = folder / name
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(path), ref], cwd=ROOT, check=True)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True,
@@ -584,7 +589,7 @@ def run_stack(code_root: Path, kind: str, scenarios: list[Scenario], args, folde
                            str(args.samples), str(scenario.raters), str(args.votes_needed), str(prepared)],
                           code_root, env, log)
                 setup = json.loads(prepared.read_text())
-                began = time.time()
+                began, load_before = time.time(), os.getloadavg()[0]
                 tally, timing = asyncio.run(load(
                     base, setup["usernames"], setup["password"], think_s=scenario.think_s,
                     duration_s=args.duration, replay_rate=args.replay_rate, login_concurrency=4,
@@ -597,6 +602,7 @@ def run_stack(code_root: Path, kind: str, scenarios: list[Scenario], args, folde
                            str(integrity)], code_root, env, log)
                 summary["integrity"] = json.loads(integrity.read_text())
                 summary["wall_s"] = round(time.time() - began)
+                summary["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 results[scenario.name] = {
                     "server_kind": kind, "server": command, "database": "PostgreSQL" if database_url else "SQLite",
                     "raters": scenario.raters, "think_s": scenario.think_s, "samples": args.samples,
@@ -684,8 +690,19 @@ def report(results: dict) -> str:
             ("unrated (of which no vote)", lambda r: f"{r['integrity']['unrated']} "
                                                      f"({r['integrity']['unrated_no_vote']})"),
             ("raters that ran dry", lambda r: r["raters_dry"]),
+            ("machine load (1-min average) before / after", lambda r: " / ".join(map(str, r["load_average"]))),
             ("sign-in of all raters", lambda r: f"{r['login_s']} s (max {r['latency_ms']['login'].get('max')} ms)"),
         ]
+        if scenario.target_p99_ms:
+            vote_target, next_target = scenario.target_p99_ms
+
+            def verdict(r: dict) -> str:
+                v, n = r["latency_ms"]["vote"].get("p99", math.inf), r["latency_ms"]["next"].get("p99", math.inf)
+                i = r["integrity"]
+                ok = v < vote_target and n < next_target and not (i["lost"] or i["duplicated"] or i["over_quota"])
+                return ("met" if ok else "**missed**") + f" (vote {v} ms, next {n} ms)"
+
+            rows.append((f"target: p99 vote < {vote_target:g} ms, next < {next_target:g} ms, integrity 0/0/0", verdict))
         for title, value in rows:
             lines.append(f"| {title} | " + " | ".join(str(value(r)) for _, r in runs) + " |")
         messages = {m for _, r in runs for m in r["error_messages"]}
@@ -725,6 +742,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds each scenario may run")
     parser.add_argument("--replay-rate", type=float, default=0.05)
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the code before; 'none' to skip")
+    parser.add_argument("--code", default=".", help="git ref of the code under test; '.': the working tree as it is")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / "load"), help="report path without extension")
     parser.add_argument("--note", default="", help="what else ran on the machine, for the report")
@@ -734,9 +752,9 @@ def main() -> None:
     for name in filter(None, args.scenarios.split(",")):
         scenario = SCENARIOS[name]
         if args.raters:
-            scenario = Scenario(scenario.name, scenario.server, args.raters, scenario.think_s)
+            scenario = dataclasses.replace(scenario, raters=args.raters)
         if args.think is not None and scenario.think_s:
-            scenario = Scenario(scenario.name, scenario.server, scenario.raters, args.think)
+            scenario = dataclasses.replace(scenario, think_s=args.think)
         scenarios.append(scenario)
     if any(s.server == "gunicorn" for s in scenarios) and not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print('DATABASE_URL is not PostgreSQL (eval "$(bin/services)"): skipping the gunicorn scenarios', flush=True)
@@ -758,10 +776,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ouroboros-load-") as tmp:
         folder = Path(tmp)
         if args.baseline != "none":
-            with baseline_worktree(args.baseline, folder) as (path, commit):
+            with worktree(args.baseline, folder, "baseline") as (path, commit):
                 results["meta"]["baseline"] = f"{args.baseline} ({commit})"
                 results["baseline"] = run_code(path, scenarios, args, folder, "baseline")
-        results["new"] = run_code(ROOT, scenarios, args, folder, "new")
+        if args.code == ".":
+            results["new"] = run_code(ROOT, scenarios, args, folder, "new")
+        else:
+            with worktree(args.code, folder, "code") as (path, commit):
+                results["meta"]["code"] = f"{args.code} ({commit})"
+                results["new"] = run_code(path, scenarios, args, folder, "new")
     results["meta"]["total_s"] = round(time.time() - started)
     if "baseline" in results:
         results["saturation_ratio"] = {

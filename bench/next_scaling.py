@@ -28,9 +28,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import DEFAULT_BASELINE, RESULTS, ROOT, baseline_worktree, postgres_database  # noqa: E402
+from load import DEFAULT_BASELINE, RESULTS, ROOT, postgres_database, worktree  # noqa: E402
 
 PREFETCH = 8
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")  # SQLite shows them, PostgreSQL not
+
+
+def statements(captured) -> int:
+    """SQL statements a request sent, transaction control left out (counted alike on both databases)."""
+    return sum(1 for q in captured.captured_queries if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL))
 
 
 # --- inside the code under test ------------------------------------------------------------------
@@ -168,10 +174,11 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
             known = {key(i) for i in queue}
             queue += [i for i in items if key(i) not in known]
             if first_queries is None:
-                first_queries = len(captured.captured_queries)
+                first_queries = statements(captured)
             if attempt >= 3:
                 timings.append(elapsed * 1000)
-                queries.append(len(captured.captured_queries))
+                queries.append(statements(captured))
+                refill_sql = [q["sql"][:300] for q in captured.captured_queries]
         # The time again without capturing queries (capturing costs a little per query).
         plain = []
         for _ in range(refills):
@@ -190,8 +197,9 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
             "queries_refill_max": max(queries),
             "median_ms": round(statistics.median(plain), 2), "p95_ms": round(plain[int(0.95 * len(plain)) - 1], 2),
             "protocol": "new" if "token" in (queue or [{}])[0] else "old",
+            "refill_sql": refill_sql,  # the last refill's statements, for reading
         }
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "refill_sql"}), flush=True)
         results.append(row)
     Path(out).write_text(json.dumps(results))
 
@@ -235,8 +243,9 @@ def report(results: dict) -> str:
         "One open generation holding every sample (half of them with 2 of 3 votes from other raters); a rater "
         "refills its prefetch as the rating page does (8 items, refill at 4 queued, excluding them), through "
         f"Django's test client with DEBUG off. Time of a whole `next` request (median and p95 of {meta['refills']} "
-        "refills, in ms); queries: the first request of a rater / a refill (median, max); session and user "
-        "look-ups included. PostgreSQL tables ANALYZEd after loading, as autovacuum would.",
+        "refills, in ms); queries: SQL statements of the first request of a rater / of a refill (median, max), "
+        "the session, user and rater look-ups included, BEGIN/COMMIT left out. PostgreSQL tables ANALYZEd after "
+        "loading, as autovacuum would. Target (issue 11): at most 8 queries and under 5 ms with 10^6 samples.",
         "",
         "| database | samples | code | queries first / refill (max) | median ms | p95 ms |",
         "|---|---|---|---|---|---|",
@@ -259,6 +268,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 100_000, 1_000_000])
     parser.add_argument("--refills", type=int, default=30)
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the code before; 'none' to skip")
+    parser.add_argument("--code", default=".", help="git ref of the code under test; '.': the working tree as it is")
     parser.add_argument("--output", default=str(RESULTS / "next_scaling"), help="report path without extension")
     args = parser.parse_args()
     databases = ["sqlite"] + (["postgresql"] if os.environ.get("DATABASE_URL", "").startswith("postgres") else [])
@@ -276,10 +286,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ouroboros-next-") as tmp:
         folder = Path(tmp)
         if args.baseline != "none":
-            with baseline_worktree(args.baseline, folder) as (path, commit):
+            with worktree(args.baseline, folder, "baseline") as (path, commit):
                 results["meta"]["baseline"] = f"{args.baseline} ({commit})"
                 results["baseline"] = {db: run(path, db, args, folder, "baseline") for db in databases}
-        results["new"] = {db: run(ROOT, db, args, folder, "new") for db in databases}
+        if args.code == ".":
+            results["new"] = {db: run(ROOT, db, args, folder, "new") for db in databases}
+        else:
+            with worktree(args.code, folder, "code") as (path, commit):
+                results["meta"]["code"] = f"{args.code} ({commit})"
+                results["new"] = {db: run(path, db, args, folder, "new") for db in databases}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
