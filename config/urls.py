@@ -10,6 +10,7 @@ from rest_framework.routers import DefaultRouter
 from curation import api, views
 
 router = DefaultRouter()
+router.include_format_suffixes = False  # no `.json` twins: one URL per route
 router.register("experiments", api.ExperimentViewSet, basename="experiment")
 router.register("generations", api.GenerationViewSet, basename="generation")
 router.register("samples", api.SampleViewSet, basename="sample")

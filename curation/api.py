@@ -1,8 +1,8 @@
 """The REST API (Django REST framework): experiments, generations, samples, votes and exports.
 
-Everyone signed in (session or token) reads experiments, generations and samples; staff create
-experiments, run their actions and make exports; raters post and read their own votes. The OpenAPI
-schema is at /api/schema/, with Swagger UI at /api/docs/.
+Experiments, generations, samples and exports (scores, verdicts, real images, unpublished data) are
+for staff alone, reading as well as writing; raters post and read their own votes, staff read
+everyone's. The OpenAPI schema is at /api/schema/, with Swagger UI at /api/docs/.
 """
 
 from __future__ import annotations
@@ -19,19 +19,22 @@ from rest_framework.response import Response
 from curation import tasks
 from curation.images import media_path
 from curation.ml.experiment_config import PRESETS, ConfigError, preset
-from curation.models import Experiment, Export, Generation, RealImage, Sample, Vote
+from curation.models import Experiment, Export, Generation, Rater, RealImage, Sample, Vote
 from curation.rating import cast_vote
 from curation.rating_views import rater_for
 from curation.services import ACTIONS, CurationError, create_experiment, perform_action
 
 
-class StaffWrites(permissions.BasePermission):
-    """Reading for anyone signed in; writing for staff."""
+class RatersAndStaff(permissions.BasePermission):
+    """Raters and staff; a signed-in account that is neither is refused (403)."""
+
+    message = "This account is not a rater. Ask staff to add you as one."
 
     def has_permission(self, request, view) -> bool:
-        if request.method in permissions.SAFE_METHODS:
-            return True
-        return bool(request.user and request.user.is_staff)
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return user.is_staff or Rater.objects.filter(user=user).exists()
 
 
 # --- serializers --------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ class ExportSerializer(serializers.ModelSerializer):
 
 class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Experiment.objects.select_related("dataset").order_by("-created_at")
-    permission_classes = [permissions.IsAuthenticated, StaffWrites]
+    permission_classes = [permissions.IsAdminUser]
 
     def get_serializer_class(self):
         return ExperimentCreateSerializer if self.action == "create" else ExperimentSerializer
@@ -190,6 +193,7 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
 class GenerationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = GenerationSerializer
+    permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(parameters=[OpenApiParameter("experiment", int, description="Only this experiment's generations.")])
     def list(self, request, *args, **kwargs):
@@ -212,6 +216,7 @@ SAMPLE_FILTERS = [
 
 class SampleViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = SampleSerializer
+    permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(parameters=SAMPLE_FILTERS, responses=SampleSerializer(many=True))
     def list(self, request, *args, **kwargs):
@@ -256,6 +261,7 @@ class VoteViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """A rater's own votes; posting a vote on a sample casts or changes it (never a second vote)."""
 
     serializer_class = VoteSerializer
+    permission_classes = [RatersAndStaff]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
@@ -284,7 +290,7 @@ class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Exports run as Celery tasks: create one, poll its status, download the file once done."""
 
     serializer_class = ExportSerializer
-    permission_classes = [permissions.IsAuthenticated, StaffWrites]
+    permission_classes = [permissions.IsAdminUser]
     queryset = Export.objects.order_by("-created_at")
 
     def perform_create(self, serializer):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import posixpath
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 from django.conf import settings
@@ -35,8 +37,12 @@ EXAMPLES = 64
 
 
 def media(request, path: str):
-    """Stored images and files, for signed-in users (a session or an API token); exports for staff.
-    The app server serves them itself, so a deployment needs no separate media server."""
+    """Stored files, for staff (a session or an API token). The app server serves them itself, so a
+    deployment needs no separate media server.
+
+    Every stored file is staff-only: samples carry the model's verdicts in their folders, gold items
+    announce themselves by name (`experiments/1/gold/real-000.png`), real images and exports are
+    unpublished data. Raters see what they rate through /rate/image/<token>, which names nothing."""
     user = request.user
     if not user.is_authenticated:
         try:
@@ -45,15 +51,28 @@ def media(request, path: str):
             found = None
         user = found[0] if found else user
     if not user.is_authenticated:
-        return HttpResponseForbidden("Sign in (or send an API token) to see stored images.")
-    if path.startswith("exports/") and not user.is_staff:
-        return HttpResponseForbidden("Exports are for staff.")
+        return HttpResponseForbidden("Sign in (or send an API token) to see stored files.")
+    stored = stored_file_name(path)
+    if stored is None:
+        raise Http404("no such file")
+    if not user.is_staff:
+        return HttpResponseForbidden("Stored files are for staff.")
     try:
-        response = serve(request, path, document_root=settings.MEDIA_ROOT)
+        response = serve(request, stored, document_root=settings.MEDIA_ROOT)
     except SuspiciousFileOperation:  # a path that climbs out of the media folder
         raise Http404("no such file") from None
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def stored_file_name(path: str) -> str | None:
+    """The one spelling of a media path that permissions are decided on and the file is served from
+    (`a/../exports/x.zip`, `./exports/x.zip`, `%2e/exports/x.zip` all become `exports/x.zip`), or
+    None for a path that is absolute, climbs out of the media folder, or holds a NUL byte."""
+    name = posixpath.normpath(unquote(path))
+    if "\x00" in name or name.startswith("/") or name == "." or name == ".." or name.startswith("../"):
+        return None
+    return name
 
 
 def healthz(request):

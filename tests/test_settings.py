@@ -1,5 +1,5 @@
 """Settings from the environment: the embedded default with nothing set, a production mode that
-passes Django's deployment checks, Celery's queues, and media for signed-in users only."""
+passes Django's deployment checks, Celery's queues, and stored files for staff alone."""
 
 import os
 import subprocess
@@ -66,7 +66,7 @@ def test_training_and_sampling_go_to_the_gpu_queue_the_rest_to_default():
 
 
 @pytest.mark.django_db
-def test_media_are_for_signed_in_users_and_exports_for_staff(client, settings, media_root):
+def test_stored_files_are_for_staff_alone(client, settings, media_root):
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
@@ -76,15 +76,17 @@ def test_media_are_for_signed_in_users_and_exports_for_staff(client, settings, m
     assert client.get("/media/experiments/1/grid.png").status_code == 403
     rater = get_user_model().objects.create_user("rater", password="rater password 1")
     token = Token.objects.create(user=rater)
-    assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 403
     assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION="Token wrong").status_code == 403
     client.force_login(rater)
-    response = client.get("/media/experiments/1/grid.png")
-    assert response.status_code == 200 and b"".join(response.streaming_content) == b"stored"
+    assert client.get("/media/experiments/1/grid.png").status_code == 403
     assert client.get("/media/exports/1/export.zip").status_code == 403
+    assert client.get("/media/./exports/1/export.zip").status_code == 403
     assert client.get("/media/../config/settings.py").status_code == 404
     rater.is_staff = True
     rater.save()
+    response = client.get("/media/experiments/1/grid.png")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"stored"
     assert client.get("/media/exports/1/export.zip").status_code == 200
 
 

@@ -70,9 +70,14 @@ def test_actions_through_the_api_and_refusals(staff, tiny_config, monkeypatch):
     assert [g["state"] for g in generations] == ["pending"]
 
 
-def test_raters_read_but_do_not_write_experiments(rater_client, tiny_config):
-    experiment = create_experiment(name="visible", config=tiny_config)
-    assert rater_client.get(f"/api/experiments/{experiment.pk}/").json()["name"] == "visible"
+def test_raters_neither_read_nor_write_experiments_samples_or_exports(rater_client, tiny_config):
+    experiment = create_experiment(name="hidden", config=tiny_config)
+    export = Export.objects.create(experiment=experiment, format="hf", status="done", file="exports/1/curated.zip")
+    for path in (f"/api/experiments/{experiment.pk}/", "/api/generations/", "/api/samples/",
+                 f"/api/samples/?source=real&experiment={experiment.pk}", "/api/exports/",
+                 f"/api/exports/{export.pk}/download/"):
+        response = rater_client.get(path)
+        assert response.status_code == 403 and "hidden" not in response.content.decode(), path
     assert rater_client.post("/api/experiments/", {"name": "nope"}, format="json").status_code == 403
     assert rater_client.post(f"/api/experiments/{experiment.pk}/actions/start/").status_code == 403
     assert rater_client.post("/api/exports/", {"experiment": experiment.pk, "format": "hf"}).status_code == 403
