@@ -24,7 +24,7 @@ urlpatterns = [
     path("api/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    # Media through the app, for signed-in users: no separate media server in a deployment.
+    # Media through the app, for staff: no separate media server in a deployment.
     path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", views.media, name="media"),
     path("healthz/", views.healthz, name="healthz"),
     path("", include("curation.urls")),
