@@ -6,6 +6,7 @@ broker on the local filesystem (kombu's filesystem transport: no server, one mac
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,7 +41,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "curation",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -77,7 +81,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{VAR_DIR / 'ouroboros.sqlite3'}",
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+        # Production keeps each process's connection for a minute (checked before reuse) instead of
+        # opening one per request (issue 11 measured 58 votes/s without, 101 with, on PostgreSQL).
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0" if DEBUG else "60")),
+        conn_health_checks=not DEBUG,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -88,13 +95,53 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
     # Tests on a file, not in memory: a live server thread and the test then share it without
-    # SQLite's table locks on shared in-memory databases.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-ouroboros.sqlite3")}
+    # SQLite's table locks on shared in-memory databases. One file per test run (process id), so that
+    # two runs in one checkout never delete each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-ouroboros-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before any password check
+    "curation.authentication.UserWithRaterBackend",  # ModelBackend, with the user's rater in the same query
+]
+
+# --- Signing in ---------------------------------------------------------------------------------
+# A username that gets its password wrong LOGIN_FAILURE_LIMIT times in a row from one address is
+# locked out there for LOGIN_LOCKOUT_MINUTES (django-axes), on the login page and at /api/token/
+# alike; the same account from elsewhere, and other accounts, still sign in.
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "curation.sign_in.locked_out"
+# A client's address is REMOTE_ADDR, unless TRUSTED_PROXY_COUNT proxies (a TLS terminator) stand in
+# front and append to X-Forwarded-For: otherwise a client could forge that header to dodge a lockout.
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if TRUSTED_PROXY_COUNT else ["REMOTE_ADDR"]
+AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT or None
+# API tokens (django-rest-knox): stored as hashes, expiring API_TOKEN_DAYS after issue, revocable;
+# sent as `Authorization: Token <key>`.
+REST_KNOX = {"TOKEN_TTL": timedelta(days=int(os.environ.get("API_TOKEN_DAYS", "30"))), "AUTH_HEADER_PREFIX": "Token"}
+
+# --- Request sizes ------------------------------------------------------------------------------
+# Forms and JSON bodies are small (a vote, a grid of votes, an experiment's settings). Files come only
+# from staff, in the dataset upload, bounded by DATASET_UPLOAD_MAX_MB; curation.uploads refuses
+# anyone else's file, and any larger body, before a byte of it is stored.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024**2
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2  # larger files go to a temporary file while they arrive
+DATASET_UPLOAD_MAX_BYTES = int(os.environ.get("DATASET_UPLOAD_MAX_MB", "200")) * 1024**2
+FILE_UPLOAD_HANDLERS = [
+    "curation.uploads.StaffUploadsOnly",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -141,14 +188,22 @@ LOGIN_REDIRECT_URL = "/"
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "curation.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # Only the token endpoint is throttled (per client address): a scoped rate, not a global one.
+    "DEFAULT_THROTTLE_RATES": {"api-token": os.environ.get("API_TOKEN_RATE", "10/minute")},
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
 }
+# The token endpoint's throttle counts live in the cache: Redis when CACHE_URL names one (shared by
+# every web process), else each process's own memory.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL} if CACHE_URL
+          else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ouroboros API",
     "DESCRIPTION": "Experiments, generations, samples, votes and exports of self-consuming training loops.",
@@ -194,9 +249,30 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_TIME_LIMIT = 4 * 3600
+# A task still running at the hard limit is killed with its worker process. A minute before it (a tenth
+# before, for short limits) the task is told (SoftTimeLimitExceeded) and fails its generation with the
+# reason. Only the prefork pool (compose's workers) enforces limits; `--pool solo` (the demo) does not.
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", 4 * 3600))
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(60, max(1, CELERY_TASK_TIME_LIMIT // 10))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A step started this many times without returning (each time its worker died: killed for memory, or
+# at the hard limit) fails its generation with the reason instead of being delivered again.
+OUROBOROS_STEP_MAX_STARTS = int(os.environ.get("OUROBOROS_STEP_MAX_STARTS", "3"))
+# The reconciler (Celery beat: `celery -A config beat`, or a worker's -B) re-queues every step with no
+# progress and no message queued for OUROBOROS_STALL_SECONDS; running steps report progress far more
+# often. A message that a newer one supersedes is dropped when it arrives, so nothing runs twice.
+OUROBOROS_STALL_SECONDS = float(os.environ.get("OUROBOROS_STALL_SECONDS", "600"))
+OUROBOROS_RECONCILE_SECONDS = float(os.environ.get("OUROBOROS_RECONCILE_SECONDS", "60"))
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stalled-generations": {
+        "task": "curation.requeue_stalled_generations",
+        "schedule": OUROBOROS_RECONCILE_SECONDS,
+        # Not worth keeping once the next one is due (a busy worker would otherwise find a pile).
+        "options": {"expires": OUROBOROS_RECONCILE_SECONDS},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Ouroboros ----------------------------------------------------------------------------------
 # "auto" trains and samples on CUDA when present, else on the CPU; "cpu" or "cuda" force one.

@@ -4,10 +4,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from curation import api, views
+from curation import api, sign_in, views
 
 router = DefaultRouter()
 router.include_format_suffixes = False  # no `.json` twins: one URL per route
@@ -21,7 +20,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include(router.urls)),
-    path("api/token/", obtain_auth_token, name="api-token"),
+    path("api/token/", sign_in.IssueToken.as_view(), name="api-token"),
+    path("api/token/revoke/", sign_in.RevokeToken.as_view(), name="api-token-revoke"),
+    path("api/token/revoke-all/", sign_in.RevokeAllTokens.as_view(), name="api-token-revoke-all"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Media through the app, for staff: no separate media server in a deployment.

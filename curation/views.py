@@ -17,11 +17,11 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidd
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django.views.static import serve
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from curation import tasks
-from curation.datasets import ensure_digits_dataset, real_models
+from curation.authentication import TokenAuthentication
+from curation.datasets import ensure_digits_dataset, real_summary
 from curation.datasets import import_image_folder
 from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, ExportForm
 from curation.images import grid_png, media_path, read_images
@@ -29,6 +29,7 @@ from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.plots import CURVE_METRICS, panel_png
 from curation.models import Experiment, Export, Generation, RealDataset
 from curation.selectors import generation_agreement, generation_report
+from curation.uploads import upload_too_large
 from curation.services import ACTIONS, CurationError, allowed_actions, create_experiment, perform_action
 from training.image_folder import MAX_SIDE, ImportProblem
 
@@ -116,7 +117,7 @@ def _experiment_form(request, *, base, preset_name: str, cloned_from):
             except CurationError as error:
                 form.add_error(None, str(error))
             else:
-                floor = real_models(experiment.dataset_id).real_floor
+                floor = real_summary(experiment.dataset_id).real_floor
                 Experiment.objects.filter(pk=experiment.pk).update(real_floor=floor)
                 messages.success(request, f"Created {experiment.name!r} as a draft: start it when ready.")
                 return redirect("curation:experiment-detail", pk=experiment.pk)
@@ -223,7 +224,7 @@ def generation_detail(request, pk: int, index: int):
     experiment = generation.experiment
     samples = generation.samples
     histogram = generation.metrics.get("class_histogram") or {}
-    proportions = real_models(experiment.dataset_id).class_proportions
+    proportions = real_summary(experiment.dataset_id).class_proportions
     classes = [
         {"label": label, "share": share, "real": proportions.get(int(label), 0.0),
          "accepted": (generation.metrics.get("acceptance_by_class") or {}).get(label)}
@@ -297,7 +298,11 @@ def export_download(request, pk: int):
 @staff_only
 def dataset_list(request):
     form = DatasetImportForm()
-    if request.method == "POST":
+    too_large = request.method == "POST" and upload_too_large(request)
+    if too_large:  # told before the body is read (curation.uploads stops it being stored, too)
+        messages.error(request, f"Nothing imported: the upload is larger than the {settings.DATASET_UPLOAD_MAX_BYTES // 1024**2} "
+                                "MiB limit (DATASET_UPLOAD_MAX_MB); import larger sets with manage.py import_dataset")
+    elif request.method == "POST":
         form = DatasetImportForm(request.POST, request.FILES)
         if form.is_valid():
             upload = form.cleaned_data["archive"]
@@ -316,4 +321,4 @@ def dataset_list(request):
     ensure_digits_dataset()
     return render(request, "curation/datasets.html", {
         "form": form, "datasets": RealDataset.objects.order_by("name"), "max_side": MAX_SIDE,
-    }, status=400 if form.errors else 200)
+    }, status=413 if too_large else 400 if form.errors else 200)

@@ -47,6 +47,15 @@ def fresh_experiment_media(media_root):
 
 
 @pytest.fixture(autouse=True)
+def fresh_cache():
+    """Throttle counts (DRF keeps them in the cache) start from zero in every test: a test that asks
+    for API tokens is never refused for another test's requests."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def celery_in_process():
     """Tasks run in the calling process unless a test is about the broker."""
     from config.celery import app

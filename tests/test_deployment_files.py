@@ -37,6 +37,13 @@ def test_compose_file_defines_the_stack_and_wires_it_to_the_settings():
         assert "healthcheck" in services[name]
 
 
+def test_compose_turns_https_on_unless_told_otherwise_and_shares_the_throttle_cache():
+    environment = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]["environment"]
+    assert environment["HTTPS"] == "${HTTPS:-1}"
+    assert environment["CACHE_URL"].startswith("redis://redis:") and environment["CACHE_URL"] != environment["REDIS_URL"]
+    assert environment["TRUSTED_PROXY_COUNT"] == "${TRUSTED_PROXY_COUNT:-0}"
+
+
 def test_the_image_installs_the_cpu_torch_by_default_and_builds_static_files():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile

@@ -68,15 +68,15 @@ def test_training_and_sampling_go_to_the_gpu_queue_the_rest_to_default():
 @pytest.mark.django_db
 def test_stored_files_are_for_staff_alone(client, settings, media_root):
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     for relative in ("experiments/1/grid.png", "exports/1/export.zip"):
         (media_root / relative).parent.mkdir(parents=True, exist_ok=True)
         (media_root / relative).write_bytes(b"stored")
     assert client.get("/media/experiments/1/grid.png").status_code == 403
     rater = get_user_model().objects.create_user("rater", password="rater password 1")
-    token = Token.objects.create(user=rater)
-    assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 403
+    _, token = AuthToken.objects.create(user=rater)
+    assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION=f"Token {token}").status_code == 403
     assert client.get("/media/experiments/1/grid.png", HTTP_AUTHORIZATION="Token wrong").status_code == 403
     client.force_login(rater)
     assert client.get("/media/experiments/1/grid.png").status_code == 403
