@@ -13,14 +13,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from curation import tasks
+from curation import rating, tasks
 from curation.images import media_path
 from curation.ml.experiment_config import PRESETS, ConfigError, preset
 from curation.models import Experiment, Export, Generation, Rater, RealImage, Sample, Vote
-from curation.rating import cast_vote
 from curation.rating_views import rater_for
 from curation.services import ACTIONS, CurationError, create_experiment, perform_action
 
@@ -117,13 +116,27 @@ class RealImageSerializer(serializers.ModelSerializer):
 
 
 class VoteSerializer(serializers.ModelSerializer):
-    request_id = serializers.CharField(write_only=True, required=False, max_length=100,
-                                       help_text="An idempotency key: a retried request with the same id records nothing twice.")
-
     class Meta:
         model = Vote
-        fields = ["id", "sample", "up", "request_id", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        fields = ["id", "rater", "sample", "up", "flagged", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class VoteCastSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=32, help_text="The item's token, as `votes/queue/` served it.")
+    up = serializers.BooleanField()
+    request_id = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{8,64}$",
+        help_text="A new id for each vote (8-64 letters, digits, - or _): a retry with the same id records nothing twice.",
+    )
+
+
+class QueueItemSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    image_url = serializers.CharField()
+    experiment = serializers.CharField()
+    generation = serializers.IntegerField(allow_null=True)
+    generation_id = serializers.IntegerField(allow_null=True)
 
 
 class ExportSerializer(serializers.ModelSerializer):
@@ -166,7 +179,7 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         try:
             experiment = create_experiment(name=given.validated_data["name"], config=given.validated_data["config"],
                                            created_by=request.user)
-        except CurationError as error:
+        except (CurationError, ConfigError) as error:
             raise ValidationError({"settings": [str(error)]}) from error
         return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
@@ -258,7 +271,8 @@ class SampleViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class VoteViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """A rater's own votes; posting a vote on a sample casts or changes it (never a second vote)."""
+    """Votes: raters get items from `queue` and post their votes by token (never a second vote on one
+    item); listing votes is for staff, since a rater's own list would tell their samples from gold."""
 
     serializer_class = VoteSerializer
     permission_classes = [RatersAndStaff]
@@ -266,24 +280,46 @@ class VoteViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Vote.objects.none()
-        rater = rater_for(self.request.user)
-        queryset = Vote.objects.order_by("-updated_at")
-        if self.request.user.is_staff:
-            return queryset
-        return queryset.filter(rater=rater) if rater else queryset.none()
+        if not self.request.user.is_staff:
+            raise PermissionDenied("listing votes is for staff; raters post theirs (a rater's own list would tell "
+                                   "their samples from the gold items)")
+        return Vote.objects.order_by("-updated_at")
 
+    @extend_schema(request=VoteCastSerializer, responses={
+        200: inline_serializer("VoteRecorded", {"ok": serializers.BooleanField()}),
+        409: inline_serializer("VoteNotNeeded", {"detail": serializers.CharField(), "skip": serializers.BooleanField()}),
+    })
     def create(self, request, *args, **kwargs):
-        given = VoteSerializer(data=request.data)
+        """Vote on an item served to you (by its token): up or down. Voting again changes the vote."""
+        given = VoteCastSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         rater = rater_for(request.user)
         if rater is None:
             return Response({"detail": "you are not a rater: ask staff to add you"}, status=status.HTTP_403_FORBIDDEN)
         try:
-            vote = cast_vote(rater=rater, sample=given.validated_data["sample"], up=given.validated_data["up"],
-                             request_id=given.validated_data.get("request_id"))
+            rating.cast(rater=rater, **given.validated_data)
+        except rating.VoteNotNeeded as error:
+            return Response({"detail": str(error), "skip": True}, status=status.HTTP_409_CONFLICT)
         except CurationError as error:
-            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
-        return Response(VoteSerializer(vote).data, status=status.HTTP_201_CREATED)
+            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"ok": True})
+
+    @extend_schema(parameters=[OpenApiParameter("count", int, description="How many items (1-50, default 8).")],
+                   responses=QueueItemSerializer(many=True))
+    @action(detail=False, methods=["get"])
+    def queue(self, request):
+        """The next items for you to rate, held for you for a few minutes (as the rating page gets them)."""
+        rater = rater_for(request.user)
+        if rater is None:
+            return Response({"detail": "you are not a rater: ask staff to add you"}, status=status.HTTP_403_FORBIDDEN)
+        count = _int_param(request, "count") or 8
+        if not 1 <= count <= 50:
+            raise ValidationError({"count": ["count is from 1 to 50"]})
+        try:
+            items = rating.next_items(rater=rater, count=count)
+        except CurationError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_403_FORBIDDEN)
+        return Response(items)
 
 
 class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -24,7 +24,10 @@ MAX_BODY = 4096  # bytes of a vote or undo request: a few short fields
 
 
 def rater_for(user) -> Rater | None:
-    rater = Rater.objects.filter(user=user).first()
+    try:
+        rater = user.rater  # loaded with the user by the sign-in backend
+    except (Rater.DoesNotExist, AttributeError):
+        rater = None
     if rater is None and user.is_staff:
         rater, _ = Rater.objects.get_or_create(user=user, defaults={"name": user.get_username(), "kind": Rater.Kind.HUMAN})
     return rater

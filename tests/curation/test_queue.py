@@ -113,7 +113,7 @@ def test_gold_items_look_exactly_like_samples(tiny_config):
 
 
 def test_a_gold_answer_counts_only_for_an_item_served_to_that_rater(tiny_config):
-    open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=1.0)
+    open_generation(tiny_config, samples=30, votes_needed=1, gold_rate=0.9)
     alice, bob = human_rater("alice"), human_rater("bob")
     items = rating.next_items(rater=alice, count=4, rng=np.random.default_rng(0))
     gold_token = next(i["token"] for i in items if Claim.objects.get(token=i["token"]).gold_item_id)

@@ -24,9 +24,9 @@ def rating_generation(tiny_config):
 def test_voting_again_changes_the_vote_instead_of_adding_one(rating_generation):
     rater = human_rater()
     sample = rating_generation.samples.filter(to_rate=True).first()
-    cast_vote(rater=rater, sample=sample, up=True)
-    cast_vote(rater=rater, sample=sample, up=True)  # a double key press
-    cast_vote(rater=rater, sample=sample, up=False)
+    cast_vote(rater=rater, sample=sample, up=True, require_claim=False)
+    cast_vote(rater=rater, sample=sample, up=True, require_claim=False)  # a double key press
+    cast_vote(rater=rater, sample=sample, up=False, require_claim=False)
     assert list(Vote.objects.values_list("up", flat=True)) == [False]
 
 
@@ -42,7 +42,7 @@ def test_a_paused_rater_cannot_vote(rating_generation):
 def test_votes_on_a_closed_generation_are_refused(rating_generation):
     Generation.objects.filter(pk=rating_generation.pk).update(state=Generation.State.DONE)
     with pytest.raises(CurationError, match="closed"):
-        cast_vote(rater=human_rater(), sample=rating_generation.samples.first(), up=True)
+        cast_vote(rater=human_rater(), sample=rating_generation.samples.first(), up=True, require_claim=False)
 
 
 def test_a_malformed_vote_is_refused(rating_generation):
@@ -56,7 +56,7 @@ def test_the_last_needed_human_vote_closes_rating_and_queues_curation(rating_gen
     with django_capture_on_commit_callbacks() as queued:
         for sample in rating_generation.samples.filter(to_rate=True):
             for rater in raters:
-                cast_vote(rater=rater, sample=sample, up=sample.index % 2 == 0)
+                cast_vote(rater=rater, sample=sample, up=sample.index % 2 == 0, require_claim=False)
     rating_generation.refresh_from_db()
     assert rating_generation.state == Generation.State.CURATING and not rating_generation.open_for_raters
     assert len(queued) == 1  # the curation task, enqueued once
