@@ -464,7 +464,7 @@ def free_port() -> int:
 
 def server_environment(var_dir: Path, database_url: str | None, production: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_"))}
-    for name in ("REDIS_URL", "SECRET_KEY", "DEBUG", "HTTPS", "ALLOWED_HOSTS", "MEDIA_ROOT", "STATIC_ROOT",
+    for name in ("REDIS_URL", "CACHE_URL", "SECRET_KEY", "DEBUG", "HTTPS", "ALLOWED_HOSTS", "MEDIA_ROOT", "STATIC_ROOT",
                  "CSRF_TRUSTED_ORIGINS", "PYTHONPATH"):
         env.pop(name, None)
     # The broker stays on the filesystem in the run's folder: a generation whose rating completes
@@ -687,9 +687,11 @@ def report(results: dict) -> str:
             ("lost / duplicated / over quota", lambda r: f"**{r['integrity']['lost']} / {r['integrity']['duplicated']}"
                                                          f" / {r['integrity']['over_quota']}**"),
             ("most votes on one sample", lambda r: r["integrity"]["max_votes_on_a_sample"]),
-            ("unrated (of which no vote)", lambda r: f"{r['integrity']['unrated']} "
+            ("unrated at the end (of which no vote)", lambda r: f"{r['integrity']['unrated']} "
                                                      f"({r['integrity']['unrated_no_vote']})"),
             ("raters that ran dry", lambda r: r["raters_dry"]),
+            ("left unrated while every rater ran dry", lambda r: r["integrity"]["unrated"]
+             if r["raters_dry"] == r["raters"] else "– (stopped by the time bound)"),
             ("machine load (1-min average) before / after", lambda r: " / ".join(map(str, r["load_average"]))),
             ("sign-in of all raters", lambda r: f"{r['login_s']} s (max {r['latency_ms']['login'].get('max')} ms)"),
         ]

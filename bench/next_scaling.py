@@ -211,7 +211,7 @@ def run(code_root: Path, database: str, args, folder: Path, label: str) -> list[
     var_dir = folder / f"var-{label}-{database}"
     (var_dir / "static").mkdir(parents=True)  # whitenoise's folder (nothing is served from it here)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_"))}
-    for name in ("REDIS_URL", "MEDIA_ROOT", "STATIC_ROOT", "HTTPS", "PYTHONPATH"):
+    for name in ("REDIS_URL", "CACHE_URL", "MEDIA_ROOT", "STATIC_ROOT", "HTTPS", "PYTHONPATH"):
         env.pop(name, None)
     # Production settings (DEBUG off), as a deployment answers; the test client's host allowed.
     env |= {"OUROBOROS_VAR_DIR": str(var_dir), "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "HTTPS": "0",
