@@ -4,9 +4,11 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
+from playwright.sync_api import expect
 
-from curation.models import Experiment
+from curation.models import Experiment, Generation
 from tests.browser.test_rating_page import log_in
+from tests.curation.factories import started_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -14,7 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(trans
 def test_staff_create_start_and_watch_an_experiment(live_server, page, worker):
     get_user_model().objects.create_user("boss", password="staff password 1", is_staff=True)
     log_in(page, live_server.url, "boss", "staff password 1", "/experiments/")
-    page.wait_for_url("**/experiments/")
+    # The exact address: a glob like **/experiments/ also matches the login page's ?next=/experiments/.
+    expect(page).to_have_url(f"{live_server.url}/experiments/")
     page.click("text=New experiment")
     page.select_option("#preset", "digits-tiny")
     page.click("form.preset button")
@@ -29,7 +32,9 @@ def test_staff_create_start_and_watch_an_experiment(live_server, page, worker):
     page.fill("#id_mix__real_fraction", "0")
     page.fill("#id_generations", "2")
     page.fill("#id_train__steps", "600")  # long enough to watch the bar move
-    page.click("button.primary")
+    # Creating fits the real-data models (for the FD floor) inside the request: seconds on an idle
+    # machine, over a minute on a loaded one, and the click waits for the page that follows.
+    page.click("button.primary", timeout=180_000)
     page.wait_for_selector("text=as a draft")
     experiment = Experiment.objects.get(name="browser loop")
     assert experiment.loop_config.mix.loop == "fully-synthetic" and experiment.status == "draft"
@@ -54,9 +59,9 @@ def test_staff_create_start_and_watch_an_experiment(live_server, page, worker):
         experiment.refresh_from_db()
     states = [(g.index, g.state, g.progress_message, g.error) for g in experiment.generations.all()]
     assert experiment.status == "done", (experiment.status, states)
-    # (The live updates were checked above; reloading here keeps the rest independent of poll timing.)
-    page.reload()
-    assert page.inner_text("#experiment-status") == "done"
+    # The page refreshes itself when the experiment finishes (it polls progress.json); wait for that
+    # instead of reloading: a reload of ours while the page's own is in flight aborts one of them.
+    expect(page.locator("#experiment-status")).to_have_text("done", timeout=60_000)
     page.wait_for_function("document.getElementById('metric-plot').complete && document.getElementById('metric-plot').naturalWidth > 0")
     rows = page.locator("#generations tr")
     assert rows.count() == 2
@@ -68,3 +73,35 @@ def test_staff_create_start_and_watch_an_experiment(live_server, page, worker):
     page.wait_for_selector("text=Training set")
     assert "Discriminator" in page.content()
     page.wait_for_function("[...document.querySelectorAll('.grids img')].every(i => i.complete && i.naturalWidth > 0)")
+
+
+@pytest.fixture
+def staff_on_a_running_experiment(live_server, page, tiny_config):
+    """A staff member logged in, and an experiment started (G0 pending) with no worker to move it."""
+    get_user_model().objects.create_user("boss", password="staff password 1", is_staff=True)
+    log_in(page, live_server.url, "boss", "staff password 1", "/experiments/")
+    expect(page).to_have_url(f"{live_server.url}/experiments/")
+    experiment, generation = started_experiment(tiny_config)
+    return f"{live_server.url}/experiments/{experiment.pk}/", generation
+
+
+def test_a_change_between_rendering_and_the_first_poll_still_refreshes_the_page(page, staff_on_a_running_experiment):
+    url, generation = staff_on_a_running_experiment
+    # G0 starts training after the page is rendered and before its first poll is answered.
+    def start_training_first(route):
+        Generation.objects.filter(pk=generation.pk).update(state=Generation.State.TRAINING)
+        route.continue_()
+
+    page.route("**/progress.json", start_training_first, times=1)
+    page.goto(url)
+    expect(page.locator(".timeline li[data-index='0'] .state")).to_have_text("training")
+
+
+def test_the_page_does_not_refresh_over_export_choices_not_sent(page, staff_on_a_running_experiment):
+    url, generation = staff_on_a_running_experiment
+    page.goto(url)
+    page.evaluate("window.stillHere = true")
+    page.select_option("#id_format", "manifest")
+    Generation.objects.filter(pk=generation.pk).update(state=Generation.State.TRAINING)
+    expect(page.locator("#newer-state")).to_be_visible()
+    assert page.evaluate("window.stillHere") and page.input_value("#id_format") == "manifest"
