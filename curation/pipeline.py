@@ -31,7 +31,7 @@ from curation.ml.policy import curate
 from curation.ml.raters import simulated_votes
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
 from curation.progress import GenerationProgress, StepInterrupted
-from curation.rating import cast_vote
+from curation.rating import cast_vote, open_for_rating
 from curation.services import CurationError, ensure_gold_items, simulated_rater
 from generation.sampling import sample_images, sample_seed
 from training.mix import ReservoirExhausted, build_mix
@@ -236,8 +236,7 @@ def rate_step(generation: Generation, *, bar: bool = False) -> None:
         _simulate_votes(generation, config, bar=bar)
     elif not generation.open_for_raters:
         ensure_gold_items(experiment=generation.experiment)
-        Generation.objects.filter(pk=generation.pk).update(open_for_raters=True)
-        generation.open_for_raters = True
+        open_for_rating(generation)
     if rating_complete(generation):
         _set_state(generation, State.CURATING, open_for_raters=False)
 
@@ -295,7 +294,7 @@ def _simulate_votes(generation: Generation, config, *, bar: bool) -> None:
             for k in range(config.rating.votes_per_sample):
                 which = (sample_row.index + k) % len(panel)
                 if (raters[which].pk, sample_row.pk) not in already:
-                    cast_vote(rater=raters[which], sample=sample_row, up=bool(verdicts[which][n]))
+                    cast_vote(rater=raters[which], sample=sample_row, up=bool(verdicts[which][n]), require_claim=False)
             if (n + 1) % 16 == 0 or n + 1 == len(samples):
                 progress(n + 1, len(samples), f"votes on {n + 1}/{len(samples)} samples")
 

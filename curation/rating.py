@@ -29,8 +29,8 @@ from typing import Callable, Optional
 
 import numpy as np
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
-from django.db.models.functions import Greatest
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -327,11 +327,29 @@ def _item(token: str, experiment: Experiment, generation: Optional[Generation]) 
     }
 
 
-def open_generations() -> list[Generation]:
-    return list(
-        Generation.objects.filter(open_for_raters=True, experiment__status=Experiment.Status.RUNNING)
-        .select_related("experiment").order_by("pk")
-    )
+def open_generations(rater: Optional[Rater] = None, today: Optional[datetime.datetime] = None) -> list[Generation]:
+    """Generations open for human raters. With a rater, each carries what the rater's counters need,
+    in the same query: `voted_open` (their votes on its samples still needing votes) and `rated_today`
+    (their votes and gold answers since `today`, the same on every row)."""
+    query = Generation.objects.filter(open_for_raters=True, experiment__status=Experiment.Status.RUNNING)
+    if rater is not None:
+        voted_open = (Vote.objects.filter(rater=rater, sample__generation=OuterRef("pk"), sample__needs_votes=True)
+                      .values("rater").annotate(n=Count("pk")).values("n"))
+        query = query.annotate(voted_open=Coalesce(Subquery(voted_open), 0),
+                               rated_today=Subquery(_events_since(rater, today).values("rater")
+                                                    .annotate(n=Count("pk")).values("n")))
+    return list(query.select_related("experiment").order_by("pk"))
+
+
+def _events_since(rater: Rater, since: datetime.datetime):
+    # Votes and gold answers alike, so that the count goes up by one with every item: a count of
+    # samples alone would stand still on a gold item and give it away.
+    return VoteEvent.objects.filter(rater=rater, action=VoteEvent.Action.VOTE, created_at__gte=since,
+                                    undone_by__isnull=True)
+
+
+def _start_of_day(clock: Clock) -> datetime.datetime:
+    return timezone.localtime(clock()).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = timezone.now, rng=None,
@@ -344,7 +362,7 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
     now = clock()
     exclude = set(exclude)
     with transaction.atomic():
-        generations = open_generations()
+        generations = open_generations(rater, _start_of_day(clock)) if with_counters else open_generations()
         by_id = {g.pk: g for g in generations}
         latest_open = {g.experiment_id: g for g in generations}  # ordered by pk: the newest wins
         fresh = _candidates(rater, generations, count, now)
@@ -491,37 +509,26 @@ class Counters:
 
 def counters(*, rater: Rater, generations: Optional[list[Generation]] = None, served_gold: Optional[dict] = None,
              clock: Clock = timezone.now) -> Counters:
-    """Votes the rater cast today, and what is left for them per open generation: its samples still
-    needing votes (kept on the generation row) less those they voted on, plus gold items served to them
-    and not yet answered, so that the count goes down by one with every item, sample or gold."""
+    """What the rater did today (votes and gold answers, less those undone), and what is left for them
+    per open generation: its samples still needing votes (kept on the generation row) less those they
+    voted on, plus gold items served to them and not yet answered, so that the count goes down by one
+    with every item, sample or gold. `generations` come from `open_generations(rater, ...)`."""
     if generations is None:
-        generations = open_generations()
+        generations = open_generations(rater, _start_of_day(clock))
         served_gold = {}
+        latest_open = {g.experiment_id: g for g in generations}
         for claim in Claim.objects.filter(rater=rater, gold_item__isnull=False, expires_at__gt=clock()).select_related(
                 "gold_item"):
-            latest = [g for g in generations if g.experiment_id == claim.gold_item.experiment_id]
-            if latest:
-                served_gold[latest[-1].pk] = served_gold.get(latest[-1].pk, 0) + 1
-    today = timezone.localtime(clock()).replace(hour=0, minute=0, second=0, microsecond=0)
-    ids = [g.pk for g in generations]
-    rows = (
-        Vote.objects.filter(rater=rater)
-        .filter(Q(created_at__gte=today) | Q(sample__needs_votes=True, sample__generation_id__in=ids))
-        .values("sample__generation_id")
-        .annotate(today=Count("pk", filter=Q(created_at__gte=today)),
-                  open=Count("pk", filter=Q(sample__needs_votes=True, sample__generation_id__in=ids)))
-    )
-    voted_open, rated = {}, 0
-    for row in rows:
-        rated += row["today"]
-        voted_open[row["sample__generation_id"]] = row["open"]
+            generation = latest_open.get(claim.gold_item.experiment_id)
+            if generation is not None:
+                served_gold[generation.pk] = served_gold.get(generation.pk, 0) + 1
     by_generation = {
-        g.pk: max(0, g.samples_needing_votes - voted_open.get(g.pk, 0)) + (served_gold or {}).get(g.pk, 0)
-        for g in generations
+        g.pk: max(0, g.samples_needing_votes - g.voted_open) + (served_gold or {}).get(g.pk, 0) for g in generations
     }
+    rated = generations[0].rated_today or 0 if generations else rated_today(rater=rater, clock=clock)
     return Counters(rated_today=rated, left=sum(by_generation.values()), left_by_generation=by_generation)
 
 
 def rated_today(*, rater: Rater, clock: Clock = timezone.now) -> int:
-    today = timezone.localtime(clock()).replace(hour=0, minute=0, second=0, microsecond=0)
-    return Vote.objects.filter(rater=rater, created_at__gte=today).count()
+    """The rater's votes and gold answers today, less those undone."""
+    return _events_since(rater, _start_of_day(clock)).count()

@@ -163,4 +163,7 @@ def stats(request):
         voted = Generation.objects.filter(samples__votes__isnull=False).distinct().select_related("experiment")
         for generation in voted.order_by("-pk")[:20]:
             generations.append({"generation": generation, "agreement": generation_agreement(generation)})
-    return render(request, "curation/stats.html", {"rows": rater_stats(raters), "generations": generations})
+    return render(request, "curation/stats.html", {
+        "rows": rater_stats(raters, for_staff=request.user.is_staff), "generations": generations,
+        "for_staff": request.user.is_staff,
+    })

@@ -54,16 +54,23 @@ def experiment_report(experiment: Experiment) -> dict:
 MAX_GAP_SECONDS = 300  # longer gaps between votes are breaks, not time spent on a vote
 
 
-def rater_stats(raters) -> list[dict]:
+def rater_stats(raters, *, for_staff: bool = True) -> list[dict]:
     """Per rater: votes cast, agreement with the majority of the other raters, gold accuracy,
-    median seconds per vote, and whether they are paused."""
+    median seconds per vote, and whether they are paused.
+
+    A rater looking at their own figures (`for_staff=False`) sees nothing that gives away an open
+    generation: agreement only on generations whose rating has closed (no other rater's votes while
+    they still count), and no gold figures (a gold count that moves after a vote names the item)."""
     from statistics import median
 
-    from curation.models import GoldAnswer, Vote, VoteEvent
+    from curation.models import Generation, GoldAnswer, Vote, VoteEvent
 
     rows = []
     for rater in raters:
-        votes = list(Vote.objects.filter(rater=rater).values_list("sample_id", "up"))
+        votes = Vote.objects.filter(rater=rater)
+        if not for_staff:
+            votes = votes.exclude(sample__generation__state=Generation.State.RATING)
+        votes = list(votes.values_list("sample_id", "up"))
         others: dict[int, list[bool]] = {}
         for sample_id, up in Vote.objects.filter(sample_id__in=[s for s, _ in votes], flagged=False).exclude(
             rater=rater
@@ -88,8 +95,8 @@ def rater_stats(raters) -> list[dict]:
                 "votes": len(votes),
                 "agreement_with_majority": agreement,
                 "compared_votes": len(comparable),
-                "gold_answers": gold_total,
-                "gold_accuracy": gold.filter(correct=True).count() / gold_total if gold_total else None,
+                "gold_answers": gold_total if for_staff else None,
+                "gold_accuracy": gold.filter(correct=True).count() / gold_total if gold_total and for_staff else None,
                 "median_seconds_per_vote": median(gaps) if gaps else None,
                 "active": rater.active,
                 "paused_reason": rater.paused_reason,

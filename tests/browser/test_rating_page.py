@@ -2,7 +2,7 @@
 
 import pytest
 
-from curation.models import Vote, VoteEvent
+from curation.models import Claim, Vote, VoteEvent
 from tests.curation.factories import human_rater, open_generation
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -16,8 +16,13 @@ def log_in(page, base_url, username, password, next_url):
 
 
 def current_id(page) -> int:
-    page.wait_for_function("document.getElementById('current').dataset.id && document.getElementById('current-image').complete")
-    return int(page.get_attribute("#current", "data-id"))
+    """The sample on screen: the page knows only its token; the database knows what it names."""
+    page.wait_for_function("document.getElementById('current').dataset.token && document.getElementById('current-image').complete")
+    return Claim.objects.get(token=page.get_attribute("#current", "data-token")).sample_id
+
+
+def token_of(sample_id: int) -> str:
+    return Claim.objects.get(sample_id=sample_id).token
 
 
 def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, page, tiny_config):
@@ -42,9 +47,9 @@ def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, 
     page.keyboard.press("ArrowUp")  # up...
     d = current_id(page)
     page.keyboard.press("u")  # ...undone: c comes back
-    page.wait_for_function(f"document.getElementById('current').dataset.id === '{c}'")
+    page.wait_for_function(f"document.getElementById('current').dataset.token === '{token_of(c)}'")
     page.keyboard.press("ArrowDown")  # c down instead
-    page.wait_for_function(f"document.getElementById('current').dataset.id === '{d}'")
+    page.wait_for_function(f"document.getElementById('current').dataset.token === '{token_of(d)}'")
     page.wait_for_function("document.getElementById('rated-today').textContent === '3'")
     assert page.text_content("#left") == "3"  # left in this generation, counted down as votes go
     assert dict(Vote.objects.values_list("sample_id", "up")) == {a: True, b: False, c: False}
@@ -61,7 +66,7 @@ def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, 
     page.wait_for_selector("text=Nothing left to rate")
 
     votes = dict(Vote.objects.values_list("sample_id", "up"))
-    grid_first = int(first_key.split("-")[1])
+    grid_first = Claim.objects.get(token=first_key).sample_id
     assert len(votes) == 6 and set(votes) == set(generation.samples.values_list("pk", flat=True))
     assert {k for k, up in votes.items() if not up} == {b, c, grid_first}
     assert Vote.objects.filter(rater=rater).count() == 6
@@ -69,3 +74,41 @@ def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, 
     assert get_user_model().objects.get(username="alice").rater == rater
     generation.refresh_from_db()
     assert generation.state == "done"  # the last vote closed rating and curation ran
+
+
+def test_the_page_retries_server_errors_shows_votes_waiting_and_skips_refusals(live_server, page, tiny_config):
+    open_generation(tiny_config.replace(generations=1), samples=6, votes_needed=1)
+    rater = human_rater("alice")
+    rater.user.set_password("correct horse battery")
+    rater.user.save()
+    log_in(page, live_server.url, "alice", "correct horse battery", "/rate/")
+    page.wait_for_url("**/rate/")
+    failures = {"left": 2}
+
+    def flaky(route):
+        if failures["left"] > 0:  # the server fails twice, then takes the vote
+            failures["left"] -= 1
+            route.fulfill(status=503, body="<h1>Service Unavailable</h1>", content_type="text/html")
+        else:
+            route.continue_()
+
+    page.route("**/rate/api/vote", flaky)
+    first = current_id(page)
+    page.keyboard.press("k")
+    page.wait_for_function("document.getElementById('status').textContent.includes('waiting')")
+    page.wait_for_function("document.getElementById('rated-today').textContent === '1'", timeout=20_000)
+    assert list(Vote.objects.values_list("sample_id", "up")) == [(first, True)]  # sent once it could be, once only
+    assert "waiting" not in page.text_content("#status")
+
+    page.unroute("**/rate/api/vote")
+    page.route("**/rate/api/vote", lambda route: route.fulfill(
+        status=409, content_type="application/json",
+        body='{"error": "this sample already has all the votes it needs; moving on", "skip": true}'))
+    second = current_id(page)
+    page.keyboard.press("j")
+    page.wait_for_function("document.getElementById('status').textContent.includes('moving on')")
+    assert current_id(page) != second  # moved on, and nothing retried
+    page.unroute("**/rate/api/vote")
+    page.keyboard.press("k")  # later votes are not blocked behind the refused one
+    page.wait_for_function("document.getElementById('rated-today').textContent === '2'", timeout=20_000)
+    assert Vote.objects.count() == 2 and not Vote.objects.filter(sample_id=second).exists()
