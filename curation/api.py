@@ -54,7 +54,9 @@ class ExperimentCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     preset = serializers.ChoiceField(choices=sorted(PRESETS), default="digits")
     settings = serializers.DictField(
-        child=serializers.JSONField(), required=False, default=dict,
+        # Any JSON, null included (dataset_size and continue_learning_rate take it): the configuration's
+        # own validation refuses what does not fit, with the same message as the form and the CLI.
+        child=serializers.JSONField(allow_null=True), required=False, default=dict,
         help_text='Changes to the preset by dotted name, e.g. {"mix.loop": "fresh", "generations": 5}.',
     )
 

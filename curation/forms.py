@@ -6,7 +6,7 @@ import copy
 
 from django import forms
 
-from curation.ml.experiment_config import PRESETS, RATER_KINDS, ConfigError, ExperimentConfig
+from curation.ml.experiment_config import BOUNDS, PRESETS, RATER_KINDS, Bound, ConfigError, ExperimentConfig
 from curation.ml.policy import POLICIES
 from curation.models import Export, RealDataset
 from generation.config import SAMPLERS
@@ -23,57 +23,69 @@ def _choices(values) -> list[tuple[str, str]]:
 # (section, dotted setting, form field). The form reads its initial values from a configuration and
 # writes the user's values back with `ExperimentConfig.replace`, so any rule the configuration
 # enforces (a fully-synthetic loop has no real data, a budget within the samples...) is enforced here.
+# The fields carry no bounds of their own: the configuration's (BOUNDS) refuse a value, with the same
+# message as the API and the command line, and give the browser its min and max.
 SETTINGS = [
-    ("Loop", "generations", forms.IntegerField(min_value=1, max_value=100, help_text="Including G0.")),
+    ("Loop", "generations", forms.IntegerField(help_text="Including G0.")),
     ("Loop", "mix.loop", forms.ChoiceField(choices=_choices(LOOPS), label="Loop type",
                                            help_text="fully-synthetic: only the last generation's accepted samples; "
                                            "augmentation: a fixed real set plus synthetic; fresh: new real data each generation.")),
-    ("Loop", "mix.real_fraction", forms.FloatField(min_value=0, max_value=1, label="Real fraction",
+    ("Loop", "mix.real_fraction", forms.FloatField(label="Real fraction",
                                                    help_text="Real share of each training set after G0 (0 for fully-synthetic).")),
     ("Loop", "mix.accumulate", forms.BooleanField(required=False, label="Accumulate synthetic data",
                                                   help_text="Draw synthetic images from every generation so far, not only the last.")),
-    ("Loop", "mix.train_size", forms.IntegerField(min_value=1, label="Training set size")),
-    ("Loop", "pool_size", forms.IntegerField(min_value=1, label="Real pool for G0",
+    ("Loop", "mix.train_size", forms.IntegerField(label="Training set size")),
+    ("Loop", "pool_size", forms.IntegerField(label="Real pool for G0",
                                              help_text="The rest of the real data is the fresh loop's reservoir.")),
     ("Loop", "auto_advance", forms.BooleanField(required=False, label="Advance automatically",
                                                 help_text="Off: each next generation waits for staff to press Advance.")),
-    ("Sampling", "samples_per_generation", forms.IntegerField(min_value=1, label="Samples per generation")),
+    ("Sampling", "samples_per_generation", forms.IntegerField(label="Samples per generation")),
     ("Sampling", "sample.sampler", forms.ChoiceField(choices=_choices(SAMPLERS), label="Sampler")),
-    ("Sampling", "sample.steps", forms.IntegerField(min_value=1, max_value=1000, label="Sampler steps")),
-    ("Sampling", "sample.temperature", forms.FloatField(min_value=0.01, max_value=2, label="Sampling temperature",
+    ("Sampling", "sample.steps", forms.IntegerField(label="Sampler steps")),
+    ("Sampling", "sample.temperature", forms.FloatField(label="Sampling temperature",
                                                          help_text="The sampling bias: below 1 truncates toward typical samples (the MAD paper's λ).")),
-    ("Sampling", "metric_samples", forms.IntegerField(min_value=16, label="Samples for metrics")),
+    ("Sampling", "metric_samples", forms.IntegerField(label="Samples for metrics")),
     ("Curation", "curation.policy", forms.ChoiceField(choices=_choices(POLICIES), label="Curation policy")),
-    ("Curation", "curation.threshold", forms.FloatField(min_value=0, max_value=1, label="Acceptance threshold")),
+    ("Curation", "curation.threshold", forms.FloatField(label="Acceptance threshold")),
     ("Curation", "curation.diversity_guard", forms.BooleanField(required=False, label="Diversity guard",
                                                                  help_text="Accept per class in the real data's proportions.")),
-    ("Curation", "curation.guard_floor", forms.FloatField(min_value=0, max_value=1, label="Guard floor",
+    ("Curation", "curation.guard_floor", forms.FloatField(label="Guard floor",
                                                            help_text="The lowest score the guard may accept to fill a class's quota.")),
     ("Rating", "rating.raters", forms.ChoiceField(choices=_choices(RATER_KINDS), label="Raters")),
-    ("Rating", "rating.votes_per_sample", forms.IntegerField(min_value=1, max_value=20, label="Votes needed per sample")),
-    ("Rating", "rating.rating_budget", forms.IntegerField(min_value=0, label="Samples rated per generation",
+    ("Rating", "rating.votes_per_sample", forms.IntegerField(label="Votes needed per sample")),
+    ("Rating", "rating.rating_budget", forms.IntegerField(label="Samples rated per generation",
                                                           help_text="The discriminator scores the rest.")),
     ("Rating", "rating.active_learning", forms.BooleanField(required=False, label="Active learning",
                                                             help_text="Show raters the samples the discriminator is least sure of first.")),
-    ("Rating", "rating.gold_rate", forms.FloatField(min_value=0, max_value=0.99, label="Gold item rate")),
+    ("Rating", "rating.gold_rate", forms.FloatField(label="Gold item rate")),
     ("Model", "model.block_out_channels", forms.ChoiceField(
         choices=[(k, f"{k} ({'/'.join(map(str, v))} channels)") for k, v in MODEL_SIZES.items()], label="UNet size")),
     ("Model", "model.beta_schedule", forms.ChoiceField(choices=SCHEDULES, label="Training noise schedule")),
-    ("Model", "train.steps", forms.IntegerField(min_value=1, max_value=200_000, label="Training steps")),
-    ("Model", "train.batch_size", forms.IntegerField(min_value=1, max_value=4096, label="Batch size")),
-    ("Model", "train.learning_rate", forms.FloatField(min_value=1e-7, max_value=1, label="Learning rate")),
+    ("Model", "train.steps", forms.IntegerField(label="Training steps")),
+    ("Model", "train.batch_size", forms.IntegerField(label="Batch size")),
+    ("Model", "train.learning_rate", forms.FloatField(label="Learning rate")),
     ("Model", "continue_training", forms.BooleanField(required=False, label="Continue from the previous generation",
                                                       help_text="After G0, fine-tune the previous weights instead of training from scratch.")),
-    ("Model", "continue_steps", forms.IntegerField(min_value=1, label="Steps when continuing")),
+    ("Model", "continue_steps", forms.IntegerField(label="Steps when continuing")),
     ("Model", "continue_learning_rate", forms.FloatField(
-        min_value=1e-7, max_value=1, required=False, label="Learning rate when continuing",
+        required=False, label="Learning rate when continuing",
         help_text="Empty: the training learning rate.")),
-    ("Model", "seed", forms.IntegerField(min_value=0, label="Seed")),
+    ("Model", "seed", forms.IntegerField(label="Seed")),
 ]
 
 
 def _field_name(dotted: str) -> str:
     return dotted.replace(".", "__")
+
+
+def _show_bounds(field: forms.Field, bound: Bound | None) -> None:
+    """The setting's range as the number input's min and max, and in its help text."""
+    if bound is None or bound.kind not in ("int", "number"):
+        return
+    field.widget.attrs.update({"min": bound.low, "max": bound.high})
+    if bound.kind == "number":
+        field.widget.attrs["step"] = "any"
+    field.help_text = " ".join(filter(None, [field.help_text, f"{bound.describe().capitalize()}."]))
 
 
 def _get(config: dict, dotted: str):
@@ -101,6 +113,7 @@ class ExperimentForm(forms.Form):
             field = copy.deepcopy(field)  # forms must not share field instances
             field.initial = _get(data, dotted)
             field.section = section
+            _show_bounds(field, BOUNDS.get(dotted))
             self.fields[_field_name(dotted)] = field
 
     def sections(self) -> list[tuple[str, list]]:
@@ -124,7 +137,11 @@ class ExperimentForm(forms.Form):
         try:
             self.config = self.base.replace(**changes)
         except ConfigError as error:
-            raise forms.ValidationError(f"These settings do not work together: {error}.") from error
+            field = _field_name(error.setting)
+            if field in self.fields:
+                self.add_error(field, str(error))
+            else:
+                raise forms.ValidationError(f"These settings do not work together: {error}.") from error
         return cleaned
 
 

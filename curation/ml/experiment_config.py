@@ -8,25 +8,242 @@ settings with a message naming them.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curation.ml.policy import CurationConfig
+from curation.ml.policy import POLICIES, CurationConfig
 from curation.ml.raters import SimulatedRaterConfig
-from generation.config import SampleConfig
+from generation.config import SAMPLERS, SampleConfig
 from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, TrainConfig
-from training.mix import MixConfig
+from training.mix import LOOPS, MixConfig
 
 RATER_KINDS = ("simulated", "human")
 
 
 class ConfigError(ValueError):
-    pass
+    """Settings the loop does not accept, with the reason; `setting` names the one at fault, if one is."""
+
+    def __init__(self, message: str, *, setting: str = "") -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 # Keys that separate the seeds a generation derives from the experiment seed (with `sample_seed`):
 # stored samples, metric-only samples, rating order and training.
 SAMPLE_KEY, METRIC_KEY, RATING_ORDER_KEY, TRAIN_KEY = 1, 2, 3, 4
+
+
+# --- bounds -------------------------------------------------------------------------------------
+# Every setting's type and range, checked before anything is built from it: the form, the API and
+# the command line all go through `ExperimentConfig.replace` / `from_dict`, so they refuse the same
+# values with the same message. The limits keep one generation within what a worker can hold (a
+# 64x64 colour sample is 48 KiB as float32: 100,000 of them are 4.7 GiB) and every value within
+# what the database, numpy and the clock can represent (claims of 10^12 minutes overflow a date).
+
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch accept any such seed
+MAX_IMAGES = 100_000  # as many as an imported dataset may hold (training.image_folder.MAX_IMAGES)
+MAX_STEPS = 1_000_000
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,2})?")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What one setting accepts. `kind`: int, number, bool, text, choice, device, levels (a list of
+    whole numbers) or panel (a list of simulated raters); the range is inclusive unless `*_open`, and
+    for the lists `length` bounds how many entries."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    length: tuple[int, int] = (0, 0)
+    optional: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "int":
+            text = f"a whole number from {_number(self.low)} to {_number(self.high)}"
+        elif self.kind == "number":
+            low = f"above {_number(self.low)}" if self.low_open else f"at least {_number(self.low)}"
+            high = f"below {_number(self.high)}" if self.high_open else f"at most {_number(self.high)}"
+            closed = not (self.low_open or self.high_open)
+            text = f"a number from {_number(self.low)} to {_number(self.high)}" if closed else f"a number {low} and {high}"
+        elif self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "text":
+            text = f"a name of 1 to {self.high:.0f} characters"
+        elif self.kind in ("choice", "device"):
+            choices = self.choices if self.kind == "choice" else ("auto", "cpu", "cuda", "cuda:N", "mps")
+            text = "one of " + ", ".join(f'"{c}"' for c in choices)
+        elif self.kind == "levels":
+            text = (f"a list of {self.length[0]} to {self.length[1]} whole numbers "
+                    f"from {_number(self.low)} to {_number(self.high)}")
+        else:
+            text = f"a list of {self.length[0]} to {self.length[1]} raters (threshold, noise, bias, seed)"
+        return text + (", or null" if self.optional else "")
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        if not self._accepts(value):
+            raise ConfigError(f"{name} must be {self.describe()}, not {_shown(value)}", setting=name)
+
+    def _accepts(self, value: Any) -> bool:
+        if self.kind == "int":
+            return _is_int(value) and self.low <= value <= self.high
+        if self.kind == "number":
+            if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+                return False
+            above = value > self.low if self.low_open else value >= self.low
+            below = value < self.high if self.high_open else value <= self.high
+            return above and below
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "text":
+            return isinstance(value, str) and bool(value.strip()) and len(value) <= self.high
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices
+        if self.kind == "device":
+            return isinstance(value, str) and DEVICE.fullmatch(value) is not None
+        if not isinstance(value, (list, tuple)) or not self.length[0] <= len(value) <= self.length[1]:
+            return False
+        if self.kind == "levels":
+            return all(_is_int(v) and self.low <= v <= self.high for v in value)
+        return all(isinstance(v, (dict, SimulatedRaterConfig)) for v in value)  # each rater's settings: BOUNDS too
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if float(value).is_integer() else f"{value:g}"
+
+
+def _shown(value: Any) -> str:
+    """A bad value as the user wrote it (JSON's words), short, with its type where that is the fault."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # (str() of a number of thousands of digits raises: Python limits that conversion)
+        return str(value) if abs(value) < 10**30 else f"a whole number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value[:40] + ("..." if len(value) > 40 else "")) + " (text)"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_int = functools.partial(Bound, "int")
+_fraction = Bound("number", 0, 1)
+
+BOUNDS: dict[str, Bound] = {
+    "dataset": Bound("text", high=100),
+    "dataset_size": _int(1, MAX_IMAGES, optional=True),
+    "pool_size": _int(1, MAX_IMAGES),
+    "generations": _int(1, 100),
+    "samples_per_generation": _int(1, MAX_IMAGES),
+    # Precision/recall/density/coverage compare every sample with every other: n^2 distances.
+    "metric_samples": _int(16, 10_000),
+    "seed": _int(0, MAX_SEED),
+    "continue_training": Bound("bool"),
+    "continue_steps": _int(1, MAX_STEPS),
+    "continue_learning_rate": Bound("number", 0, 1, low_open=True, optional=True),
+    "auto_advance": Bound("bool"),
+    "model.sample_size": _int(1, 64),  # images are at most 64x64 (training.image_folder.MAX_SIDE)
+    "model.channels": _int(1, 4),
+    "model.block_out_channels": Bound("levels", 1, 1024, length=(1, 4)),
+    "model.layers_per_block": _int(1, 4),
+    "model.norm_num_groups": _int(1, 128),
+    "model.num_train_timesteps": _int(10, 10_000),
+    "model.beta_schedule": Bound("choice", choices=BETA_SCHEDULES),
+    "train.steps": _int(1, MAX_STEPS),
+    "train.batch_size": _int(1, 4096),
+    "train.learning_rate": Bound("number", 0, 1, low_open=True),
+    "train.weight_decay": _fraction,
+    "train.warmup_steps": _int(0, MAX_STEPS),
+    "train.ema_decay": Bound("number", 0, 1, high_open=True),
+    "train.max_grad_norm": Bound("number", 0, 1000, low_open=True),
+    "train.checkpoint_every": _int(1, MAX_STEPS),
+    "train.seed": _int(0, MAX_SEED),
+    "train.device": Bound("device"),
+    "sample.sampler": Bound("choice", choices=SAMPLERS),
+    "sample.steps": _int(1, 1000),
+    "sample.temperature": Bound("number", 0, 2, low_open=True),
+    "sample.batch_size": _int(1, 16_384),
+    "sample.device": Bound("device"),
+    "mix.loop": Bound("choice", choices=LOOPS),
+    "mix.real_fraction": _fraction,
+    "mix.accumulate": Bound("bool"),
+    "mix.train_size": _int(1, MAX_IMAGES),
+    "curation.policy": Bound("choice", choices=POLICIES),
+    "curation.threshold": _fraction,
+    "curation.diversity_guard": Bound("bool"),
+    "curation.guard_floor": _fraction,
+    "rating.raters": Bound("choice", choices=RATER_KINDS),
+    "rating.votes_per_sample": _int(1, 50),
+    "rating.rating_budget": _int(0, MAX_IMAGES),
+    "rating.panel": Bound("panel", length=(1, 50)),
+    "rating.panel.threshold": _fraction,
+    "rating.panel.noise": Bound("number", 0, 0.5),
+    "rating.panel.bias": Bound("number", -1, 1),
+    "rating.panel.seed": _int(0, MAX_SEED),
+    "rating.gold_rate": Bound("number", 0, 0.99),
+    "rating.gold_real_items": _int(0, 1000),
+    "rating.gold_bad_items": _int(0, 1000),
+    "rating.gold_accuracy_bar": _fraction,
+    "rating.gold_min_answers": _int(1, 1000),
+    "rating.claim_minutes": Bound("number", 1, 24 * 60),
+    "rating.active_learning": Bound("bool"),
+    "rating.refit_every_votes": _int(1, MAX_IMAGES),
+}
+
+
+def _check_values(config: "ExperimentConfig") -> None:
+    """`check_settings` for a configuration built directly (the presets, the study's variants)."""
+    for top in dataclasses.fields(config):
+        value = getattr(config, top.name)
+        if top.name not in NESTED:
+            BOUNDS[top.name].check(top.name, value)
+            continue
+        for inner in dataclasses.fields(value):
+            name = f"{top.name}.{inner.name}"
+            BOUNDS[name].check(name, getattr(value, inner.name))
+    for index, rater in enumerate(config.rating.panel):
+        for inner in dataclasses.fields(rater):
+            BOUNDS[f"rating.panel.{inner.name}"].check(f"rating.panel[{index}].{inner.name}", getattr(rater, inner.name))
+
+
+def check_settings(data: Any, cls: type | None = None, *, name: str = "", bound: str = "") -> None:
+    """Refuse unknown settings and values of the wrong type or out of their bounds, naming the first.
+    `name` prefixes settings in messages (``rating.panel[2].``), `bound` in BOUNDS (``rating.panel.``)."""
+    cls = cls or ExperimentConfig
+    if not isinstance(data, dict):
+        where = name.rstrip(".") or "the configuration"
+        raise ConfigError(f"{where} must be a mapping of settings, not {_shown(data)}", setting=name.rstrip("."))
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {name + str(key)!r}; known: {', '.join(name + k for k in sorted(known))}")
+        if cls is ExperimentConfig and key in NESTED:
+            check_settings(value, NESTED[key], name=f"{key}.", bound=f"{key}.")
+            continue
+        BOUNDS[bound + key].check(name + key, value)
+        if bound + key == "rating.panel":
+            for index, rater in enumerate(value):
+                check_settings(rater, SimulatedRaterConfig, name=f"rating.panel[{index}].", bound="rating.panel.")
 
 
 def default_panel() -> tuple[SimulatedRaterConfig, ...]:
@@ -106,25 +323,33 @@ class ExperimentConfig:
     rating: RatingConfig = RatingConfig()
 
     def __post_init__(self) -> None:
-        if not self.dataset.strip():
-            raise ValueError("choose a dataset")
-        if self.generations < 1:
-            raise ValueError("an experiment runs at least one generation (G0)")
-        if self.samples_per_generation < 1:
-            raise ValueError("each generation needs at least one sample")
+        _check_values(self)  # every setting's type and range (BOUNDS)
+        # Then the settings that must agree with one another.
         if self.rating.rating_budget > self.samples_per_generation:
-            raise ValueError(
+            raise ConfigError(
                 f"the rating budget ({self.rating.rating_budget}) exceeds the samples per generation "
-                f"({self.samples_per_generation})"
+                f"({self.samples_per_generation})", setting="rating.rating_budget",
             )
         if self.curation.policy in ("human", "human+discriminator", "discriminator") and self.rating.rating_budget == 0:
-            raise ValueError(f"the {self.curation.policy!r} policy needs votes: set a rating budget above 0")
-        if self.continue_steps < 1:
-            raise ValueError("continue_steps must be at least 1")
-        if self.continue_learning_rate is not None and self.continue_learning_rate <= 0:
-            raise ValueError("continue_learning_rate must be positive")
-        if self.pool_size < 1:
-            raise ValueError("the real pool needs at least one image")
+            raise ConfigError(f"the {self.curation.policy!r} policy needs votes: set a rating budget above 0",
+                              setting="rating.rating_budget")
+        model = self.model
+        if any(width % model.norm_num_groups for width in model.block_out_channels):
+            raise ConfigError(
+                f"model.block_out_channels {list(model.block_out_channels)} must each divide by model.norm_num_groups "
+                f"({model.norm_num_groups})", setting="model.block_out_channels",
+            )
+        levels = len(model.block_out_channels)
+        if model.sample_size % 2 ** (levels - 1):
+            raise ConfigError(
+                f"{model.sample_size}x{model.sample_size} images cannot pass through a {levels}-level UNet: "
+                f"model.sample_size must divide by {2 ** (levels - 1)}", setting="model.block_out_channels",
+            )
+        if self.sample.steps > model.num_train_timesteps:
+            raise ConfigError(
+                f"sample.steps ({self.sample.steps}) cannot exceed model.num_train_timesteps ({model.num_train_timesteps})",
+                setting="sample.steps",
+            )
 
     def train_config_for(self, generation: int, *, seed: int, device: str) -> tuple[TrainConfig, bool]:
         """The training settings of one generation, and whether it starts from the previous one's weights."""
@@ -142,8 +367,11 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        check_settings(data)  # before anything is built from the values
         try:
             return _build(cls, data, path="")
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as error:
             raise ConfigError(str(error)) from error
 
@@ -191,6 +419,8 @@ def _build(cls, data: dict[str, Any], path: str):
         values[name] = value
     try:
         return cls(**values)
+    except ConfigError:
+        raise
     except ValueError as error:
         raise ValueError(f"{path.rstrip('.') or 'config'}: {error}") from error
 

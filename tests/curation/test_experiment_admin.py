@@ -60,7 +60,7 @@ def test_creating_an_experiment_stores_the_submitted_settings(staff_client):
 @pytest.mark.parametrize("overrides, message", [
     ({"mix__loop": "fully-synthetic"}, "a fully-synthetic loop trains on no real data"),
     ({"rating__rating_budget": 500}, "exceeds the samples per generation"),
-    ({"generations": 0}, "greater than or equal to 1"),
+    ({"generations": 0}, "generations must be a whole number from 1 to 100, not 0"),
     ({"mix__real_fraction": "half"}, "Enter a number"),
     ({"pool_size": 5000}, "larger than the dataset"),
     ({"name": ""}, "This field is required"),
@@ -109,7 +109,7 @@ def test_an_action_the_state_does_not_allow_is_refused_and_changes_nothing(staff
 
 def test_start_creates_g0_and_queues_its_training(staff_client, tiny_config, django_capture_on_commit_callbacks, monkeypatch):
     queued = []
-    monkeypatch.setattr("curation.tasks.train_generation.delay", queued.append)
+    monkeypatch.setattr("curation.tasks.train_generation.apply_async", lambda args, task_id: queued.append(args[0]))
     experiment = create_experiment(name="go", config=tiny_config)
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(f"/experiments/{experiment.pk}/actions/start/", follow=True)
