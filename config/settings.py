@@ -252,6 +252,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # A task still running at the hard limit is killed with its worker process. A minute before it (a tenth
 # before, for short limits) the task is told (SoftTimeLimitExceeded) and fails its generation with the
 # reason. Only the prefork pool (compose's workers) enforces limits; `--pool solo` (the demo) does not.
+# The limits travel in each message, from the settings of the process that queues it (the web process,
+# or a worker queuing the next step): give web and workers the same CELERY_TASK_TIME_LIMIT.
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", 4 * 3600))
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(60, max(1, CELERY_TASK_TIME_LIMIT // 10))
 CELERY_TASK_IGNORE_RESULT = True

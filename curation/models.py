@@ -95,6 +95,13 @@ class Generation(models.Model):
     progress_fraction = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=300, blank=True)
     progress_updated_at = models.DateTimeField(null=True, blank=True)
+    # Task bookkeeping (curation.supervision): the message last queued for the current step (an older
+    # one is dropped when it arrives) and when; how many deliveries of `started_step` began and never
+    # returned (their worker died), so that a step that kills its worker is not redelivered forever.
+    queued_task_id = models.CharField(max_length=64, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_step = models.CharField(max_length=20, blank=True)
+    unfinished_starts = models.PositiveSmallIntegerField(default=0)
     checkpoint_dir = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
     checkpoint_sha256 = models.CharField(max_length=64, blank=True)
     training_mix = models.JSONField(default=dict, blank=True, help_text="Counts of real and synthetic training images.")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import pickle
 import time
 from collections import Counter
 
 import numpy as np
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
@@ -27,6 +27,7 @@ from curation.images import encode_png, grid_png, media_path, read_images, sha25
 from curation.ml.experiment_config import METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
 from curation.ml.metrics import sample_metrics
+from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.policy import curate
 from curation.ml.raters import simulated_votes
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
@@ -82,8 +83,17 @@ def run_generation(generation_id: int, *, bar: bool = False) -> Generation:
 
 
 def fail_generation(generation: Generation, error: Exception) -> None:
+    """Mark the generation and its experiment failed, with the reason and the step Retry resumes."""
     message = str(error) or error.__class__.__name__
-    logger.exception("generation %s failed in %s", generation, generation.state)
+    if isinstance(error, SoftTimeLimitExceeded):
+        step = State.TRAINING if generation.state == State.PENDING else generation.state
+        limit = settings.CELERY_TASK_TIME_LIMIT
+        limit_text = " ".join(f"{n} {unit}" for n, unit in ((limit // 3600, "h"), (limit % 3600 // 60, "min"), (limit % 60, "s")) if n)
+        message = (
+            f"the {step} step ran past its time limit ({limit_text}, CELERY_TASK_TIME_LIMIT) and was stopped; "
+            "raise the limit or shorten the step, then Retry (training resumes from its last checkpoint)"
+        )
+    logger.error("generation %s failed in %s", generation, generation.state, exc_info=error)
     with transaction.atomic():
         Generation.objects.filter(pk=generation.pk).update(
             state=State.FAILED, failed_step=generation.state, error=message[:2000]
@@ -177,7 +187,10 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
     if missing:
         predicted = models.reference.predict(images)
         rows = []
+        storing = GenerationProgress(generation, "storing samples", bar=bar)  # long for 10^5 samples
         for position, index in enumerate(missing):
+            if position % 500 == 0:
+                storing(position, len(missing), f"storing samples {position}/{len(missing)}")
             data = encode_png(images[position], provenance={
                 "source": "synthetic",
                 "experiment": experiment.pk,
@@ -208,6 +221,7 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
                 )
             )
         Sample.objects.bulk_create(rows, ignore_conflicts=True)
+        storing.close()
 
     stored = generation.samples.order_by("index")
     stored_images = read_images(stored.values_list("image", flat=True), experiment.dataset.channels)
@@ -257,7 +271,7 @@ def reorder_rating_queue(generation: Generation) -> None:
     discriminator = _discriminator_for(
         generation, [s.pk for s in voted], image_features(read_images([s.image.name for s in voted], channels)), shares >= 0.5
     )
-    fitted = pickle.loads(media_path(discriminator.model_file.name).read_bytes())
+    fitted = load_model(media_path(discriminator.model_file.name).read_bytes())
     scores = fitted.score(image_features(read_images([s.image.name for s in waiting], channels)))
     for row, score in zip(waiting, scores):
         row.rating_rank = float(abs(score - 0.5))
@@ -306,9 +320,12 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     experiment = generation.experiment
     config = experiment.loop_config
     models = real_models(experiment.dataset_id)
+    # Progress at each stage, so that the reconciler sees a long curation alive.
+    progress = GenerationProgress(generation, "curating", bar=bar)
     samples = list(generation.samples.order_by("index"))
     images = read_images([s.image.name for s in samples], experiment.dataset.channels)
     features = image_features(images)
+    progress(1, 3, "fitting the discriminator")
 
     vote_share = _vote_shares(generation, samples, minimum_votes=generation.votes_needed)
     voted = ~np.isnan(vote_share)
@@ -318,7 +335,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     if voted.sum() > 0:
         voted_ids = [s.pk for s, has_votes in zip(samples, voted) if has_votes]
         discriminator = _discriminator_for(generation, voted_ids, features[voted], vote_share[voted] >= 0.5)
-        fitted = pickle.loads(media_path(discriminator.model_file.name).read_bytes())
+        fitted = load_model(media_path(discriminator.model_file.name).read_bytes())
         scores = fitted.score(features)
 
     groups = np.array([s.predicted_class for s in samples])
@@ -338,6 +355,8 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
 
     metrics = dict(generation.metrics)
     metrics.update(_curation_metrics(samples, decision, vote_share, groups, models, discriminator))
+    progress(2, 3, "storing the verdicts")
+    progress.close()
     with transaction.atomic():
         Sample.objects.bulk_update(samples, ["vote_share", "discriminator_score", "accepted", "accept_reason"], batch_size=500)
         _set_state(generation, State.DONE, metrics=metrics, finished_at=timezone.now(), progress_fraction=1.0,
@@ -352,12 +371,13 @@ def _discriminator_for(generation: Generation, sample_ids: list[int], features, 
     pairs = ",".join(f"{i}:{int(a)}" for i, a in sorted(zip(sample_ids, accepted)))
     fingerprint = hashlib.sha256(pairs.encode()).hexdigest()
     latest = generation.discriminators.order_by("-version").first()
-    if latest is not None and latest.votes_fingerprint == fingerprint:
+    # (a version stored as a pickle, before skops, is never loaded: it is fitted again)
+    if latest is not None and latest.votes_fingerprint == fingerprint and latest.model_file.name.endswith(SUFFIX):
         return latest
     fit = fit_discriminator(features, accepted, seed=generation.index)
     version = (latest.version + 1) if latest else 1
     path = write_atomically(
-        f"experiments/{generation.experiment_id}/g{generation.index:03d}/discriminator-v{version}.pkl", pickle.dumps(fit)
+        f"experiments/{generation.experiment_id}/g{generation.index:03d}/discriminator-v{version}{SUFFIX}", dump_model(fit)
     )
     return DiscriminatorVersion.objects.create(
         generation=generation,

@@ -86,7 +86,8 @@ def database_url() -> str:
 @pytest.fixture
 def start_worker(media_root):
     """Start real `celery worker` processes on the test database and broker (use with transactional
-    tests); each is killed when the test ends. `queues` picks queues as a worker's -Q flag does."""
+    tests); each is killed when the test ends. `queues` picks queues as a worker's -Q flag does; `pool`
+    "prefork" (one child) where time limits matter: the solo pool enforces none."""
     from config.celery import app
 
     app.conf.task_always_eager = False
@@ -96,7 +97,7 @@ def start_worker(media_root):
             stale.unlink()
     processes = []
 
-    def start(*, queues: str = "", name: str = "", environment: dict | None = None) -> subprocess.Popen:
+    def start(*, queues: str = "", name: str = "", environment: dict | None = None, pool: str = "solo") -> subprocess.Popen:
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -108,7 +109,8 @@ def start_worker(media_root):
             **(environment or {}),
         }
         env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"]
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", pool, "--loglevel", "WARNING"]
+        command += ["--concurrency", "1"] if pool == "prefork" else []
         command += ["-Q", queues] if queues else []
         command += ["--hostname", f"{name}@%h"] if name else []
         process = subprocess.Popen(command, cwd=ROOT, env=env)

@@ -84,8 +84,9 @@ class Command(BaseCommand):
 
     def _serve(self, address: str) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        # -B: Celery beat inside the worker, running the reconciler that re-queues a stalled step.
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO"],
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-B", "--loglevel", "INFO"],
             cwd=settings.BASE_DIR,
         )
         web = subprocess.Popen([*manage, "runserver", "--noreload", address], cwd=settings.BASE_DIR)
