@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation import tasks
+from curation import supervision, tasks
 from curation.models import Experiment, Generation
 from tests.curation.factories import started_experiment
 from tests.curation.test_redis_workers import finished, wait_for
@@ -13,16 +13,15 @@ from tests.curation.test_redis_workers import finished, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_step_past_its_time_limit_fails_its_generation_with_the_reason(start_worker, tiny_config, monkeypatch):
+def test_a_step_past_its_time_limit_fails_its_generation_with_the_reason(start_worker, tiny_config):
     # 40,000 training steps take minutes; the limit is 20 s (soft limit at 18 s).
     config = tiny_config.replace(**{"generations": 1, "train.steps": 40_000, "train.checkpoint_every": 100})
     worker = start_worker(pool="prefork", environment={"CELERY_TASK_TIME_LIMIT": "20"})
-    # The limits travel in the message, from the sender's settings (in production web and workers
-    # share them): this process queues with the same 20 s.
-    monkeypatch.setattr(tasks.train_generation, "time_limit", 20)
-    monkeypatch.setattr(tasks.train_generation, "soft_time_limit", 18)
     experiment, generation = started_experiment(config)
-    tasks.enqueue(generation.pk)
+    # Queued as tasks.enqueue queues it from a process whose CELERY_TASK_TIME_LIMIT is 20: the limits
+    # travel in the message (in production web and workers share the setting).
+    tasks.train_generation.apply_async((generation.pk,), task_id=supervision.mark_queued(generation.pk),
+                                       time_limit=20, soft_time_limit=18)
     wait_for(lambda: finished(experiment), seconds=120, what="the time limit", workers=(worker,))
     generation.refresh_from_db()
     assert experiment.status == Experiment.Status.FAILED
