@@ -365,6 +365,8 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
         generations = open_generations(rater, _start_of_day(clock)) if with_counters else open_generations()
         by_id = {g.pk: g for g in generations}
         latest_open = {g.experiment_id: g for g in generations}  # ordered by pk: the newest wins
+        # Each experiment's rating settings, parsed once (parsing validates every setting).
+        rating_settings = {g.experiment_id: g.experiment.loop_config.rating for g in generations}
         fresh = _candidates(rater, generations, count, now)
         # One query for both: the rater's live claims, and every claim on the candidates (locked now, so
         # nobody adds to them before this transaction ends).
@@ -382,8 +384,8 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
                 others[c.sample_id] = others.get(c.sample_id, 0) + 1
         room = max(0, count - len(held))
         chosen = [s for s in fresh if s.vote_count + others.get(s.pk, 0) < by_id[s.generation_id].votes_needed][:room]
-        gold = _pick_gold(rater, chosen, by_id, rng)
-        new_claims = _claim(rater, chosen, gold, by_id, lapsed, now)
+        gold = _pick_gold(rater, chosen, by_id, rating_settings, rng)
+        new_claims = _claim(rater, chosen, gold, by_id, rating_settings, lapsed, now)
 
     items = [_held_item(c, by_id, latest_open) for c in held[:count]]
     items += _interleave([_item(c.token, by_id[c.sample.generation_id].experiment, by_id[c.sample.generation_id])
@@ -441,7 +443,7 @@ def _held_item(claim: Claim, by_id: dict, latest_open: dict) -> dict:
     return _item(claim.token, generation.experiment, generation)
 
 
-def _pick_gold(rater: Rater, chosen: list[Sample], by_id: dict, rng) -> list[GoldItem]:
+def _pick_gold(rater: Rater, chosen: list[Sample], by_id: dict, rating_settings: dict, rng) -> list[GoldItem]:
     """Gold items to mix in: each fresh sample brings one along with its experiment's `gold_rate`. A gold
     item is served to a rater once (answered or not), so a held or lapsed one never comes back."""
     if not chosen:
@@ -449,9 +451,9 @@ def _pick_gold(rater: Rater, chosen: list[Sample], by_id: dict, rng) -> list[Gol
     rng = rng or np.random.default_rng()
     wanted: dict[int, int] = {}
     for sample in chosen:
-        experiment = by_id[sample.generation_id].experiment
-        if rng.random() < experiment.loop_config.rating.gold_rate:
-            wanted[experiment.pk] = wanted.get(experiment.pk, 0) + 1
+        experiment_id = by_id[sample.generation_id].experiment_id
+        if rng.random() < rating_settings[experiment_id].gold_rate:
+            wanted[experiment_id] = wanted.get(experiment_id, 0) + 1
     if not wanted:
         return []
     candidates = list(
@@ -468,19 +470,20 @@ def _pick_gold(rater: Rater, chosen: list[Sample], by_id: dict, rng) -> list[Gol
     return picked
 
 
-def _claim(rater: Rater, samples: list[Sample], gold: list[GoldItem], by_id: dict, lapsed: dict, now) -> list[Claim]:
+def _claim(rater: Rater, samples: list[Sample], gold: list[GoldItem], by_id: dict, rating_settings: dict, lapsed: dict,
+           now) -> list[Claim]:
     """Claims for the chosen items: new ones in one insert; a sample's claim the rater let lapse before
     is renewed in place, keeping its token (the page may still show it)."""
     claims = []
     for item in list(samples) + list(gold):
         if isinstance(item, Sample):
-            experiment = by_id[item.generation_id].experiment
+            experiment_id = by_id[item.generation_id].experiment_id
             claim = lapsed.get(item.pk) or Claim(rater=rater, sample=item)
             claim.sample = item
         else:
-            experiment = item.experiment
+            experiment_id = item.experiment_id
             claim = Claim(rater=rater, gold_item=item)
-        claim.expires_at = now + datetime.timedelta(minutes=experiment.loop_config.rating.claim_minutes)
+        claim.expires_at = now + datetime.timedelta(minutes=rating_settings[experiment_id].claim_minutes)
         claims.append(claim)
     renewed = [c for c in claims if c.pk is not None]
     if renewed:
