@@ -748,7 +748,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / "load"), help="report path without extension")
     parser.add_argument("--note", default="", help="what else ran on the machine, for the report")
+    parser.add_argument("--render", metavar="JSON", help="only write the report again from a run's JSON (and --note)")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        if args.note:
+            results["meta"]["load_note"] = results["meta"]["load_note"].split("; ")[0] + f"; {args.note}"
+        for name, scenario in results["meta"]["scenarios"].items():
+            SCENARIOS[name] = Scenario(**{**scenario, "target_p99_ms": SCENARIOS[name].target_p99_ms})
+        output = Path(args.output)
+        output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        output.with_suffix(".md").write_text(report(results))
+        return
 
     scenarios = []
     for name in filter(None, args.scenarios.split(",")):
