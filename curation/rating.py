@@ -29,8 +29,8 @@ from typing import Callable, Optional
 
 import numpy as np
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import Greatest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -327,18 +327,61 @@ def _item(token: str, experiment: Experiment, generation: Optional[Generation]) 
     }
 
 
+# The two queries every fetch makes are written in SQL: built by the ORM, their compilation alone took
+# longer than the database took to answer them (several milliseconds a fetch). Plain SQL that SQLite
+# and PostgreSQL both read; table names from the models.
+_OPEN_GENERATIONS_SQL = """
+SELECT g.id, g.experiment_id, g."index", g.votes_needed, g.samples_needing_votes, g.state, e.name, e.config,
+       (SELECT COUNT(*) FROM {vote} v JOIN {sample} s ON s.id = v.sample_id
+        WHERE v.rater_id = %s AND s.generation_id = g.id AND s.needs_votes) AS voted_open,
+       (SELECT COUNT(*) FROM {event} ev WHERE ev.rater_id = %s AND ev.action = %s AND ev.created_at >= %s
+        AND NOT EXISTS (SELECT 1 FROM {event} u WHERE u.undoes_id = ev.id)) AS rated_today
+FROM {generation} g JOIN {experiment} e ON e.id = g.experiment_id
+WHERE g.open_for_raters AND e.status = %s
+ORDER BY g.id
+"""
+_CANDIDATES_SQL = """
+SELECT s.id, s.generation_id, s.vote_count, s.rating_rank FROM {sample} s
+WHERE s.generation_id = %s AND s.needs_votes
+  AND NOT EXISTS (SELECT 1 FROM {vote} v WHERE v.sample_id = s.id AND v.rater_id = %s)
+  AND NOT EXISTS (SELECT 1 FROM {claim} c WHERE c.sample_id = s.id AND c.rater_id = %s AND c.expires_at > %s)
+  AND s.vote_count + (SELECT COUNT(*) FROM {claim} c WHERE c.sample_id = s.id AND c.rater_id <> %s
+                      AND c.expires_at > %s) < %s
+ORDER BY s.rating_rank
+LIMIT %s
+"""
+_TABLES = {"vote": Vote, "sample": Sample, "event": VoteEvent, "generation": Generation, "experiment": Experiment,
+           "claim": Claim}
+
+
+def _sql(template: str) -> str:
+    return template.format(**{name: model._meta.db_table for name, model in _TABLES.items()})
+
+
 def open_generations(rater: Optional[Rater] = None, today: Optional[datetime.datetime] = None) -> list[Generation]:
-    """Generations open for human raters. With a rater, each carries what the rater's counters need,
-    in the same query: `voted_open` (their votes on its samples still needing votes) and `rated_today`
-    (their votes and gold answers since `today`, the same on every row)."""
-    query = Generation.objects.filter(open_for_raters=True, experiment__status=Experiment.Status.RUNNING)
-    if rater is not None:
-        voted_open = (Vote.objects.filter(rater=rater, sample__generation=OuterRef("pk"), sample__needs_votes=True)
-                      .values("rater").annotate(n=Count("pk")).values("n"))
-        query = query.annotate(voted_open=Coalesce(Subquery(voted_open), 0),
-                               rated_today=Subquery(_events_since(rater, today).values("rater")
-                                                    .annotate(n=Count("pk")).values("n")))
-    return list(query.select_related("experiment").order_by("pk"))
+    """Generations open for human raters, with their experiments, in one query. Each also carries what
+    a rater's counters need: `voted_open` (the rater's votes on its samples still needing votes) and
+    `rated_today` (their votes and gold answers since `today`, the same on every row); zero without one."""
+    today = today or timezone.now()
+    config_field = Experiment._meta.get_field("config")
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_OPEN_GENERATIONS_SQL), [
+            rater.pk if rater else 0, rater.pk if rater else 0, VoteEvent.Action.VOTE,
+            connection.ops.adapt_datetimefield_value(today), Experiment.Status.RUNNING,
+        ])
+        rows = cursor.fetchall()
+    generations = []
+    for pk, experiment_id, index, votes_needed, needing, state, name, config, voted_open, rated in rows:
+        experiment = Experiment(id=experiment_id, name=name, status=Experiment.Status.RUNNING,
+                                config=config_field.from_db_value(config, None, connection))
+        generation = Generation(id=pk, experiment_id=experiment_id, index=index, votes_needed=votes_needed,
+                                samples_needing_votes=needing, state=state, open_for_raters=True)
+        for row in (experiment, generation):
+            row._state.adding, row._state.db = False, connection.alias  # loaded, not new
+        generation.experiment = experiment
+        generation.voted_open, generation.rated_today = voted_open, rated
+        generations.append(generation)
+    return generations
 
 
 def _events_since(rater: Rater, since: datetime.datetime):
@@ -407,25 +450,15 @@ def _candidates(rater: Rater, generations: list[Generation], count: int, now) ->
     in rank order: one query per open generation (they are few), each walking the (generation,
     rating_rank) queue index and stopping at its limit. On PostgreSQL the rows are locked, skipping
     rows another claimer or voter holds."""
-    voted = Vote.objects.filter(rater=rater, sample=OuterRef("pk"))
-    held = Claim.objects.filter(rater=rater, sample=OuterRef("pk"), expires_at__gt=now)
-    others_claims = (
-        Claim.objects.filter(sample=OuterRef("pk"), expires_at__gt=now).exclude(rater=rater)
-        .values("sample").annotate(n=Count("pk")).values("n")
-    )
+    sql = _sql(_CANDIDATES_SQL)
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE OF s SKIP LOCKED"
+    moment = connection.ops.adapt_datetimefield_value(now)
     found: list[Sample] = []
     for generation in generations:
-        query = (
-            Sample.objects.filter(generation=generation, needs_votes=True)
-            .exclude(Exists(voted)).exclude(Exists(held))
-            .alias(claimed=others_claims)
-            .filter(Q(claimed__isnull=True) | Q(claimed__lt=generation.votes_needed - F("vote_count")))
-            .only("pk", "generation_id", "vote_count", "rating_rank")
-            .order_by("rating_rank")
+        found += Sample.objects.raw(
+            sql, [generation.pk, rater.pk, rater.pk, moment, rater.pk, moment, generation.votes_needed, count]
         )
-        if connection.features.has_select_for_update_skip_locked:
-            query = query.select_for_update(skip_locked=True, of=("self",))
-        found += query[:count]
     return sorted(found, key=lambda s: s.rating_rank)[:count]
 
 
@@ -528,7 +561,7 @@ def counters(*, rater: Rater, generations: Optional[list[Generation]] = None, se
     by_generation = {
         g.pk: max(0, g.samples_needing_votes - g.voted_open) + (served_gold or {}).get(g.pk, 0) for g in generations
     }
-    rated = generations[0].rated_today or 0 if generations else rated_today(rater=rater, clock=clock)
+    rated = generations[0].rated_today if generations else rated_today(rater=rater, clock=clock)
     return Counters(rated_today=rated, left=sum(by_generation.values()), left_by_generation=by_generation)
 
 

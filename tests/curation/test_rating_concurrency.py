@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from django.contrib.sessions.backends.db import SessionStore
 from django.db.models import Count
+from django.test import Client
 
 from curation.models import Claim, Sample, Vote, VoteEvent
 from tests.curation.factories import human_rater, open_generation
@@ -24,15 +24,12 @@ VOTES_NEEDED = 3
 
 def signed_in(live_server, user) -> requests.Session:
     """An HTTP session signed in as `user`, with the CSRF cookie the rating page sets."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-
-    store = SessionStore()
-    store[SESSION_KEY], store[BACKEND_SESSION_KEY] = str(user.pk), "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.save()
+    client = Client()
+    client.force_login(user)
     session = requests.Session()
-    session.cookies.set("sessionid", store.session_key)
-    assert session.get(f"{live_server.url}/rate/", timeout=30).status_code == 200
+    session.cookies.set("sessionid", client.cookies["sessionid"].value)
+    page = session.get(f"{live_server.url}/rate/", timeout=30, allow_redirects=False)
+    assert page.status_code == 200, page.status_code
     session.headers["X-CSRFToken"] = session.cookies["csrftoken"]
     return session
 
