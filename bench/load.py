@@ -803,11 +803,16 @@ def main() -> None:
         results["saturation_ratio"] = {
             s.name: round(results["new"][s.name]["votes_per_s"] / results["baseline"][s.name]["votes_per_s"], 2)
             for s in scenarios if not s.think_s and results["baseline"][s.name]["votes_per_s"]}
-    output = Path(args.output)
+    write_results(results, args.output, report)
+
+
+def write_results(results: dict, output: str, render) -> None:
+    """The raw figures as JSON and the report as Markdown, side by side; the report printed too."""
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    output.with_suffix(".md").write_text(report(results))
-    print(report(results))
+    output.with_suffix(".md").write_text(render(results))
+    print(render(results))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import DEFAULT_BASELINE, RESULTS, ROOT, postgres_database, worktree  # noqa: E402
+from load import DEFAULT_BASELINE, RESULTS, ROOT, postgres_database, worktree, write_results  # noqa: E402
 
 PREFETCH = 8
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")  # SQLite shows them, PostgreSQL not
@@ -325,11 +325,7 @@ def main() -> None:
             with worktree(args.code, folder, "code") as (path, commit):
                 results["meta"]["code"] = f"{args.code} ({commit})"
                 results["new"] = {db: run(path, db, args, folder, "new") for db in databases}
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    output.with_suffix(".md").write_text(report(results))
-    print(report(results))
+    write_results(results, args.output, report)
 
 
 if __name__ == "__main__":
