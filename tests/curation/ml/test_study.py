@@ -104,7 +104,7 @@ def test_bad_studies_are_refused_with_a_reason(tmp_path):
         call_command("study", "--generations", "1", "--output", str(tmp_path), "--variants", "loop/nothing")
     with pytest.raises(CommandError, match="the value must be JSON"):
         call_command("study", "--generations", "1", "--output", str(tmp_path), "--set", "sample.sampler=ddim")
-    with pytest.raises(CommandError, match=r"the real fraction must be within \[0, 1\], not 2"):
+    with pytest.raises(CommandError, match=r"mix.real_fraction must be a number from 0 to 1, not 2"):
         call_command("study", "--generations", "1", "--output", str(tmp_path), "--set", "mix.real_fraction=2")
 
 
