@@ -3,6 +3,8 @@ same message from each, and the API answers any JSON with 201 or 400, never a se
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
@@ -28,7 +30,10 @@ def staff_api():
 
 
 def create(client, settings_, preset="digits-tiny"):
-    return client.post("/api/experiments/", {"name": "bounded", "preset": preset, "settings": settings_}, format="json")
+    # Encoded here, as any client might: NaN and Infinity included (strict JSON has neither; the server
+    # must refuse them with a 400, not fail).
+    body = json.dumps({"name": "bounded", "preset": preset, "settings": settings_})
+    return client.post("/api/experiments/", data=body, content_type="application/json")
 
 
 @pytest.mark.parametrize("settings_, message", [
@@ -84,3 +89,9 @@ def test_null_reaches_the_settings_that_take_it_and_is_refused_by_the_others(sta
     assert response.status_code == 201, response.content
     refused = create(staff_api, {"auto_advance": None})
     assert refused.status_code == 400 and refused.json()["settings"] == ["auto_advance must be true or false, not null"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_refused_with_a_message(staff_api, value):
+    response = create(staff_api, {"mix.real_fraction": value})
+    assert response.status_code == 400 and response.json()
