@@ -274,9 +274,8 @@ def undo_last(*, rater: Rater, request_id: Optional[str] = None, clock: Clock = 
 def _item_of_event(rater: Rater, event: VoteEvent, now: datetime.datetime) -> dict:
     """The item an event was about, claimed for the rater again (the undone vote's slot becomes theirs)."""
     if event.sample_id is not None:
-        sample = Sample.objects.select_related("generation__experiment").get(pk=event.sample_id)
-        experiment, minutes = sample.generation.experiment, None
-        generation = sample.generation
+        generation = Sample.objects.select_related("generation__experiment").get(pk=event.sample_id).generation
+        experiment = generation.experiment
     else:
         gold = GoldItem.objects.select_related("experiment").get(pk=event.gold_item_id)
         experiment = gold.experiment
