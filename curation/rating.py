@@ -22,6 +22,8 @@ rater's `request_id`) changes nothing, and every vote, change and undo is append
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -67,9 +69,9 @@ def _check_can_vote(rater: Rater, up) -> None:
         raise CurationError(f"rater {rater.name} is paused and cannot vote: {rater.paused_reason or 'ask staff'}")
 
 
-def _count_vote(sample: Sample, change: int) -> None:
+def _count_vote(sample: Sample, change: int) -> bool:
     """Keep a sample's counted votes, whether it still needs some, and its generation's count of
-    samples needing votes, in step with its votes."""
+    samples needing votes, in step with its votes. True when the sample just got its last vote."""
     needed_before = sample.needs_votes
     sample.vote_count = max(0, sample.vote_count + change)
     sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
@@ -79,10 +81,35 @@ def _count_vote(sample: Sample, change: int) -> None:
             samples_needing_votes=F("samples_needing_votes") + 1 if sample.needs_votes
             else Greatest(F("samples_needing_votes") - 1, 0)
         )
+    return needed_before and not sample.needs_votes
 
 
-def _replayed(rater: Rater, request_id: str) -> bool:
-    return VoteEvent.objects.filter(rater=rater, request_id=request_id).exists()
+# A vote reads what it needs in one statement: the sample (locked on PostgreSQL; SQLite's IMMEDIATE
+# transaction already holds the write lock), its generation and experiment, the rater's claim and vote
+# on it, and whether the request is a replay. {sample_is} names the sample: by id, or by the token of
+# the rater's claim on it. Written in SQL: built by the ORM, four queries' compilation took longer
+# than the whole vote does now.
+_SAMPLE_FOR_VOTE_SQL = """
+SELECT s.id, s.vote_count, s.needs_votes, s.to_rate, s.generation_id, g.state, g.votes_needed, g.open_for_raters,
+       g.experiment_id, e.config, c.id, c.expires_at, v.id, v.up, v.flagged,
+       EXISTS (SELECT 1 FROM {event} ev WHERE ev.rater_id = %s AND ev.request_id = %s) AS replayed
+FROM {sample} s JOIN {generation} g ON g.id = s.generation_id JOIN {experiment} e ON e.id = g.experiment_id
+LEFT JOIN {claim} c ON c.sample_id = s.id AND c.rater_id = %s
+LEFT JOIN {vote} v ON v.sample_id = s.id AND v.rater_id = %s
+WHERE s.id = {sample_is}
+"""
+_BY_ID = "%s"
+_BY_TOKEN = "(SELECT c2.sample_id FROM {claim} c2 WHERE c2.rater_id = %s AND c2.token = %s)"
+
+
+@dataclass
+class _VoteContext:
+    sample: Sample
+    generation: Generation
+    settings: object  # the experiment's RatingConfig
+    claim: Optional[Claim]
+    vote: Optional[Vote]
+    replayed: bool
 
 
 def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[str] = None, require_claim: bool = True,
@@ -96,35 +123,74 @@ def cast_vote(*, rater: Rater, sample: Sample, up: bool, request_id: Optional[st
     """
     _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
-    now = clock()
     with transaction.atomic():
-        if _replayed(rater, request_id):
-            return Vote.objects.filter(rater=rater, sample=sample).first()
-        # Lock the sample row only: locking the joined generation would serialise every vote on it.
-        sample = Sample.objects.select_for_update(of=("self",)).select_related("generation").get(pk=sample.pk)
-        generation = sample.generation
-        if generation.state != Generation.State.RATING:
-            raise VoteNotNeeded(f"voting on this generation is closed (it is {generation.state})")
-        vote = Vote.objects.filter(rater=rater, sample=sample).first()
-        if vote is None:
-            _check_room(rater, sample, now, require_claim)
-            vote = Vote.objects.create(rater=rater, sample=sample, up=up)
-            _count_vote(sample, +1)
-        elif vote.up != up:
-            vote.up = up
-            vote.save(update_fields=["up", "updated_at"])
-        VoteEvent.objects.create(rater=rater, sample=sample, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
+        context = _vote_context(rater, request_id, sample_id=sample.pk)
+        if context is None:
+            raise CurationError(f"there is no sample {sample.pk}")
+        return _vote(rater, context, up, request_id, require_claim, clock())
+
+
+def _vote(rater: Rater, context: _VoteContext, up: bool, request_id: str, require_claim: bool,
+          now: datetime.datetime) -> Optional[Vote]:
+    sample, generation, claim, vote = context.sample, context.generation, context.claim, context.vote
+    if context.replayed:
+        return vote
+    if generation.state != Generation.State.RATING:
+        raise VoteNotNeeded(f"voting on this generation is closed (it is {generation.state})")
+    completed = False
+    if vote is None:
+        _check_room(rater, sample, claim, now, require_claim)
+        vote = Vote.objects.create(rater=rater, sample=sample, up=up)
+        completed = _count_vote(sample, +1)
+    elif vote.up != up:
+        vote.up = up
+        vote.save(update_fields=["up", "updated_at"])
+    VoteEvent.objects.create(rater=rater, sample=sample, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
+    if claim is not None and claim.expires_at > now:
         # The claim has done its work: expired, it holds no slot, and its token still names the sample.
-        Claim.objects.filter(rater=rater, sample=sample, expires_at__gt=now).update(expires_at=now)
-        if generation.open_for_raters:
-            _after_human_vote(generation, vote)
+        Claim.objects.filter(pk=claim.pk).update(expires_at=now)
+    if generation.open_for_raters:
+        _after_human_vote(generation, context.settings, vote, completed)
     return vote
 
 
-def _check_room(rater: Rater, sample: Sample, now: datetime.datetime, require_claim: bool) -> None:
+def _vote_context(rater: Rater, request_id: str, *, sample_id: Optional[int] = None,
+                  token: Optional[str] = None) -> Optional[_VoteContext]:
+    """What a vote on a sample needs, named by its id or by the token it was served to `rater` under;
+    None when there is no such sample (a token may name a gold item)."""
+    sql = _sql(_SAMPLE_FOR_VOTE_SQL.replace("{sample_is}", _BY_ID if token is None else _BY_TOKEN))
+    if connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF s"
+    params = [rater.pk, request_id, rater.pk, rater.pk] + ([sample_id] if token is None else [rater.pk, token])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (sample_id, vote_count, needs_votes, to_rate, generation_id, state, votes_needed, open_for_raters, experiment_id,
+     config, claim_id, claim_expires, vote_id, vote_up, vote_flagged, replayed) = row
+    generation = _loaded(Generation(id=generation_id, state=state, votes_needed=votes_needed,
+                                    open_for_raters=bool(open_for_raters), experiment_id=experiment_id))
+    sample = _loaded(Sample(id=sample_id, generation_id=generation_id, vote_count=vote_count,
+                            needs_votes=bool(needs_votes), to_rate=bool(to_rate)))
+    sample.generation = generation
+    claim = vote = None
+    if claim_id is not None:
+        claim = _loaded(Claim(id=claim_id, rater=rater, sample_id=sample_id,
+                              expires_at=_from_db(Claim, "expires_at", claim_expires)))
+    if vote_id is not None:
+        vote = _loaded(Vote(id=vote_id, rater=rater, sample_id=sample_id, up=bool(vote_up), flagged=bool(vote_flagged)))
+    return _VoteContext(sample, generation, _settings(config), claim, vote, bool(replayed))
+
+
+def _replayed(rater: Rater, request_id: str) -> bool:
+    return VoteEvent.objects.filter(rater=rater, request_id=request_id).exists()
+
+
+def _check_room(rater: Rater, sample: Sample, claim: Optional[Claim], now: datetime.datetime,
+                require_claim: bool) -> None:
     if not sample.needs_votes:
         raise VoteNotNeeded("this sample already has all the votes it needs; moving on")
-    claim = Claim.objects.filter(rater=rater, sample=sample).first()
     if claim is None and require_claim:
         raise CurationError("this sample was not served to you: vote on the items the rating page gives you")
     if claim is not None and claim.expires_at > now:
@@ -134,23 +200,48 @@ def _check_room(rater: Rater, sample: Sample, now: datetime.datetime, require_cl
         raise VoteNotNeeded("your hold on this sample lapsed and other raters took its remaining votes; moving on")
 
 
-def _after_human_vote(generation: Generation, vote: Vote) -> None:
-    """Close rating once every sample has its votes; under active learning, re-order now and then."""
+def _after_human_vote(generation: Generation, settings, vote: Vote, completed: bool) -> None:
+    """Close rating once every sample has its votes (only a vote that completed its sample can be the
+    last one); under active learning, re-order now and then."""
     from curation import tasks  # tasks import the pipeline, which imports this module
 
-    if not generation.samples.filter(needs_votes=True).exists():
+    if completed and not generation.samples.filter(needs_votes=True).exists():
         Generation.objects.filter(pk=generation.pk).update(state=Generation.State.CURATING, open_for_raters=False)
         tasks.enqueue(generation.pk)
         return
-    config = _config(generation)
     # About every `refit_every_votes` votes: vote ids are shared by all generations, but counting this
     # generation's votes on every vote would cost a scan of them each time.
-    if config.rating.active_learning and vote.pk % config.rating.refit_every_votes == 0:
+    if settings.active_learning and vote.pk % settings.refit_every_votes == 0:
         transaction.on_commit(lambda: tasks.reorder_rating_queue.delay(generation.pk))
 
 
-def _config(generation: Generation):
-    return generation.experiment.loop_config
+@functools.lru_cache(maxsize=64)
+def _parsed_settings(config_json: str):
+    from curation.ml.experiment_config import ExperimentConfig
+
+    return ExperimentConfig.from_dict(json.loads(config_json)).rating
+
+
+def _settings(config):
+    """An experiment's rating settings from its stored config (as the database driver gives it):
+    parsing validates every setting, so each distinct config is parsed once."""
+    value = Experiment._meta.get_field("config").from_db_value(config, None, connection) if not isinstance(
+        config, dict) else config
+    return _parsed_settings(json.dumps(value, sort_keys=True))
+
+
+def _from_db(model, name: str, value):
+    """A value read by hand, converted as the ORM would (SQLite gives datetimes as text)."""
+    column = model._meta.get_field(name).get_col(model._meta.db_table)
+    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+        value = converter(value, column, connection)
+    return value
+
+
+def _loaded(row):
+    """A model instance built from a row read by hand: marked as loaded, not new."""
+    row._state.adding, row._state.db = False, connection.alias
+    return row
 
 
 def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Optional[str] = None) -> None:
@@ -187,28 +278,26 @@ def cast(*, rater: Rater, token, up, request_id) -> None:
     the item is named by the token it was served under, never by its id or kind."""
     request_id = check_request_id(request_id)
     _check_can_vote(rater, up)
-    claim = _served(rater, token)
+    if not isinstance(token, str) or not TOKEN.fullmatch(token):
+        raise CurationError("token must be the item token the rating page was given")
     for attempt in (1, 2):
         try:
-            if claim.sample_id is not None:
-                cast_vote(rater=rater, sample=claim.sample, up=up, request_id=request_id)
-            else:
-                answer_gold(rater=rater, gold_item=claim.gold_item, up=up, request_id=request_id)
+            with transaction.atomic():
+                context = _vote_context(rater, request_id, token=token)
+                if context is not None:
+                    _vote(rater, context, up, request_id, True, timezone.now())
+                    return
+            claim = Claim.objects.filter(rater=rater, token=token, gold_item__isnull=False).select_related(
+                "gold_item__experiment").first()
+            if claim is None:
+                raise CurationError("no item with this token was served to you")
+            answer_gold(rater=rater, gold_item=claim.gold_item, up=up, request_id=request_id)
             return
         except IntegrityError:
             # Two copies of one request raced (PostgreSQL lets both past the replay check): the loser
             # finds the winner's event on its second try and changes nothing.
             if attempt == 2:
                 raise
-
-
-def _served(rater: Rater, token) -> Claim:
-    if not isinstance(token, str) or not TOKEN.fullmatch(token):
-        raise CurationError("token must be the item token the rating page was given")
-    claim = Claim.objects.filter(rater=rater, token=token).select_related("sample", "gold_item__experiment").first()
-    if claim is None:
-        raise CurationError("no item with this token was served to you")
-    return claim
 
 
 def served_image(*, rater: Rater, token: str) -> Optional[str]:
@@ -333,12 +422,19 @@ _OPEN_GENERATIONS_SQL = """
 SELECT g.id, g.experiment_id, g."index", g.votes_needed, g.samples_needing_votes, g.state, e.name, e.config,
        (SELECT COUNT(*) FROM {vote} v JOIN {sample} s ON s.id = v.sample_id
         WHERE v.rater_id = %s AND s.generation_id = g.id AND s.needs_votes) AS voted_open,
-       (SELECT COUNT(*) FROM {event} ev WHERE ev.rater_id = %s AND ev.action = %s AND ev.created_at >= %s
-        AND NOT EXISTS (SELECT 1 FROM {event} u WHERE u.undoes_id = ev.id)) AS rated_today
+       {rated_today} AS rated_today
 FROM {generation} g JOIN {experiment} e ON e.id = g.experiment_id
 WHERE g.open_for_raters AND e.status = %s
 ORDER BY g.id
 """
+# A rater's votes and gold answers since a moment, less those undone: votes, less undos of votes as
+# recent. (Counting votes that have no undo instead is quadratic on PostgreSQL while the table's
+# statistics are young.) Votes and gold answers alike, so that the count goes up by one with every
+# item: a count of samples alone would stand still on a gold item and give it away.
+_RATED_SINCE_SQL = """(
+(SELECT COUNT(*) FROM {event} ev WHERE ev.rater_id = %s AND ev.action = 'vote' AND ev.created_at >= %s)
+- (SELECT COUNT(*) FROM {event} u JOIN {event} ev ON ev.id = u.undoes_id
+   WHERE u.rater_id = %s AND u.action = 'undo' AND u.created_at >= %s AND ev.created_at >= %s))"""
 _CANDIDATES_SQL = """
 SELECT s.id, s.generation_id, s.vote_count, s.rating_rank FROM {sample} s
 WHERE s.generation_id = %s AND s.needs_votes
@@ -354,7 +450,13 @@ _TABLES = {"vote": Vote, "sample": Sample, "event": VoteEvent, "generation": Gen
 
 
 def _sql(template: str) -> str:
-    return template.format(**{name: model._meta.db_table for name, model in _TABLES.items()})
+    tables = {name: model._meta.db_table for name, model in _TABLES.items()}
+    return template.format(rated_today=_RATED_SINCE_SQL.format(**tables), **tables)
+
+
+def _rated_since_params(rater: Optional[Rater], since: datetime.datetime) -> list:
+    pk, moment = rater.pk if rater else 0, connection.ops.adapt_datetimefield_value(since)
+    return [pk, moment, pk, moment, moment]
 
 
 def open_generations(rater: Optional[Rater] = None, today: Optional[datetime.datetime] = None) -> list[Generation]:
@@ -365,29 +467,19 @@ def open_generations(rater: Optional[Rater] = None, today: Optional[datetime.dat
     config_field = Experiment._meta.get_field("config")
     with connection.cursor() as cursor:
         cursor.execute(_sql(_OPEN_GENERATIONS_SQL), [
-            rater.pk if rater else 0, rater.pk if rater else 0, VoteEvent.Action.VOTE,
-            connection.ops.adapt_datetimefield_value(today), Experiment.Status.RUNNING,
+            rater.pk if rater else 0, *_rated_since_params(rater, today), Experiment.Status.RUNNING,
         ])
         rows = cursor.fetchall()
     generations = []
     for pk, experiment_id, index, votes_needed, needing, state, name, config, voted_open, rated in rows:
-        experiment = Experiment(id=experiment_id, name=name, status=Experiment.Status.RUNNING,
-                                config=config_field.from_db_value(config, None, connection))
-        generation = Generation(id=pk, experiment_id=experiment_id, index=index, votes_needed=votes_needed,
-                                samples_needing_votes=needing, state=state, open_for_raters=True)
-        for row in (experiment, generation):
-            row._state.adding, row._state.db = False, connection.alias  # loaded, not new
+        experiment = _loaded(Experiment(id=experiment_id, name=name, status=Experiment.Status.RUNNING,
+                                        config=config_field.from_db_value(config, None, connection)))
+        generation = _loaded(Generation(id=pk, experiment_id=experiment_id, index=index, votes_needed=votes_needed,
+                                        samples_needing_votes=needing, state=state, open_for_raters=True))
         generation.experiment = experiment
         generation.voted_open, generation.rated_today = voted_open, rated
         generations.append(generation)
     return generations
-
-
-def _events_since(rater: Rater, since: datetime.datetime):
-    # Votes and gold answers alike, so that the count goes up by one with every item: a count of
-    # samples alone would stand still on a gold item and give it away.
-    return VoteEvent.objects.filter(rater=rater, action=VoteEvent.Action.VOTE, created_at__gte=since,
-                                    undone_by__isnull=True)
 
 
 def _start_of_day(clock: Clock) -> datetime.datetime:
@@ -407,8 +499,7 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
         generations = open_generations(rater, _start_of_day(clock)) if with_counters else open_generations()
         by_id = {g.pk: g for g in generations}
         latest_open = {g.experiment_id: g for g in generations}  # ordered by pk: the newest wins
-        # Each experiment's rating settings, parsed once (parsing validates every setting).
-        rating_settings = {g.experiment_id: g.experiment.loop_config.rating for g in generations}
+        rating_settings = {g.experiment_id: _settings(g.experiment.config) for g in generations}
         fresh = _candidates(rater, generations, count, now)
         # One query for both: the rater's live claims, and every claim on the candidates (locked now, so
         # nobody adds to them before this transaction ends).
@@ -432,8 +523,8 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
     items = [_held_item(c, by_id, latest_open) for c in held[:count]]
     items += _interleave([_item(c.token, by_id[c.sample.generation_id].experiment, by_id[c.sample.generation_id])
                           for c in new_claims if c.sample_id],
-                         [_item(c.token, c.gold_item.experiment, latest_open[c.gold_item.experiment_id])
-                          for c in new_claims if c.gold_item_id], rng)
+                         [_item(c.token, latest_open[c.gold_item.experiment_id].experiment,
+                                latest_open[c.gold_item.experiment_id]) for c in new_claims if c.gold_item_id], rng)
     if not with_counters:
         return items
     served_gold = {}
@@ -491,7 +582,6 @@ def _pick_gold(rater: Rater, chosen: list[Sample], by_id: dict, rating_settings:
     candidates = list(
         GoldItem.objects.filter(experiment_id__in=list(wanted))
         .exclude(Exists(Claim.objects.filter(rater=rater, gold_item=OuterRef("pk"))))
-        .select_related("experiment")
         .order_by("?")[: sum(wanted.values()) * 4]
     )
     picked = []
@@ -566,4 +656,6 @@ def counters(*, rater: Rater, generations: Optional[list[Generation]] = None, se
 
 def rated_today(*, rater: Rater, clock: Clock = timezone.now) -> int:
     """The rater's votes and gold answers today, less those undone."""
-    return _events_since(rater, _start_of_day(clock)).count()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + _sql(_RATED_SINCE_SQL), _rated_since_params(rater, _start_of_day(clock)))
+        return cursor.fetchone()[0]
