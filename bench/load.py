@@ -547,8 +547,15 @@ def postgres_database(url: str, name: str):
     try:
         yield urllib.parse.urlparse(url)._replace(path=f"/{name}").geturl()
     finally:
-        with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # Our own clients have gone by now; an autovacuum worker still on it is cancelled by the DROP.
+        # (WITH (FORCE) would need rights over other roles' sessions, which the app's role lacks.)
+        for attempt in range(10):
+            try:
+                with psycopg.connect(url, autocommit=True) as connection:
+                    connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(1)
 
 
 @contextmanager

@@ -77,7 +77,8 @@ def _count_vote(sample: Sample, change: int) -> bool:
     needed_before = sample.needs_votes
     sample.vote_count = max(0, sample.vote_count + change)
     sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
-    sample.save(update_fields=["vote_count", "needs_votes"])
+    _execute(f"UPDATE {Sample._meta.db_table} SET vote_count = %s, needs_votes = %s WHERE id = %s",
+             [sample.vote_count, sample.needs_votes, sample.pk])
     if sample.needs_votes != needed_before and sample.generation.open_for_raters:
         Generation.objects.filter(pk=sample.generation_id).update(
             samples_needing_votes=F("samples_needing_votes") + 1 if sample.needs_votes
@@ -140,17 +141,22 @@ def _vote(rater: Rater, context: _VoteContext, up: bool, request_id: str, requir
     if generation.state != Generation.State.RATING:
         raise VoteNotNeeded(f"voting on this generation is closed (it is {generation.state})")
     completed = False
+    moment = connection.ops.adapt_datetimefield_value(now)
+    # The writes in plain SQL too, for the same reason as the read (each ORM save cost more than its SQL).
     if vote is None:
         _check_room(rater, sample, claim, now, require_claim)
-        vote = Vote.objects.create(rater=rater, sample=sample, up=up)
+        vote_id = _execute(f"INSERT INTO {Vote._meta.db_table} (rater_id, sample_id, up, flagged, created_at, updated_at)"
+                           " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id", [rater.pk, sample.pk, up, False, moment, moment])
+        vote = _loaded(Vote(id=vote_id, rater=rater, sample_id=sample.pk, up=up, flagged=False))
         completed = _count_vote(sample, +1)
     elif vote.up != up:
         vote.up = up
-        vote.save(update_fields=["up", "updated_at"])
-    VoteEvent.objects.create(rater=rater, sample=sample, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
+        _execute(f"UPDATE {Vote._meta.db_table} SET up = %s, updated_at = %s WHERE id = %s", [up, moment, vote.pk])
+    _execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, sample_id, action, up, request_id, created_at)"
+             " VALUES (%s, %s, %s, %s, %s, %s)", [rater.pk, sample.pk, VoteEvent.Action.VOTE, up, request_id, moment])
     if claim is not None and claim.expires_at > now:
         # The claim has done its work: expired, it holds no slot, and its token still names the sample.
-        Claim.objects.filter(pk=claim.pk).update(expires_at=now)
+        _execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [moment, claim.pk])
     if generation.open_for_raters:
         _after_human_vote(generation, context.settings, vote, completed)
     return vote
@@ -238,6 +244,15 @@ def _from_db(model, name: str, value):
     for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
         value = converter(value, column, connection)
     return value
+
+
+def _execute(sql: str, params: list):
+    """Run one statement; the first column of its first row where it returns one (RETURNING)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.description is not None:
+            return cursor.fetchone()[0]
+    return None
 
 
 def _loaded(row):
