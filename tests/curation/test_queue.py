@@ -234,3 +234,28 @@ def test_counters_count_down_by_one_per_item_gold_included(tiny_config):
     vote_all(alice, items[:5])
     assert rating.counters(rater=alice).left == before.left - 5
     assert before.left_by_generation == {generation.pk: before.left}
+
+
+def test_a_lapsed_hold_comes_back_to_its_rater_under_the_same_token(generation):
+    alice = human_rater("alice")
+    first = rating.next_items(rater=alice, count=1)[0]
+    later = timezone.now() + datetime.timedelta(minutes=6)  # past the 5-minute hold
+    again = rating.next_items(rater=alice, count=1, clock=lambda: later)
+    assert [i["token"] for i in again] == [first["token"]]  # renewed in place: the page may still show it
+    claim = Claim.objects.get(token=first["token"])
+    assert claim.expires_at > later and Claim.objects.filter(rater=alice).count() == 1
+    rating.cast(rater=alice, token=first["token"], up=True, request_id="after-lapse")
+    assert Vote.objects.filter(rater=alice).count() == 1
+
+
+def test_rated_today_counts_todays_votes_less_those_undone(generation):
+    alice = human_rater("alice")
+    samples = list(generation.samples.order_by("index")[:2])
+    yesterday = timezone.now() - datetime.timedelta(days=1)
+    rating.cast_vote(rater=alice, sample=samples[0], up=True, require_claim=False, clock=lambda: yesterday)
+    rating.cast_vote(rater=alice, sample=samples[1], up=True, require_claim=False)
+    assert rating.rated_today(rater=alice) == 1
+    rating.undo_last(rater=alice, request_id="undo-today")  # today's vote
+    assert rating.rated_today(rater=alice) == 0
+    rating.undo_last(rater=alice, request_id="undo-yesterday")  # yesterday's: today's count stays at 0
+    assert rating.rated_today(rater=alice) == 0 and Vote.objects.count() == 0
