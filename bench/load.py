@@ -462,7 +462,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CACHE_DB = 15  # the Redis database the production scenarios' cache uses (sessions, throttles), emptied first
+
+
 def server_environment(var_dir: Path, database_url: str | None, production: bool) -> dict:
+    redis_url = os.environ.get("REDIS_URL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_"))}
     for name in ("REDIS_URL", "CACHE_URL", "SECRET_KEY", "DEBUG", "HTTPS", "ALLOWED_HOSTS", "MEDIA_ROOT", "STATIC_ROOT",
                  "CSRF_TRUSTED_ORIGINS", "PYTHONPATH"):
@@ -474,6 +478,12 @@ def server_environment(var_dir: Path, database_url: str | None, production: bool
         env["DATABASE_URL"] = database_url
     if production:  # as docker-compose.yml runs the web service, over plain HTTP on loopback
         env |= {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "HTTPS": "0"}
+        if redis_url:  # its cache on Redis, as compose's CACHE_URL (the broker stays on the filesystem)
+            import redis
+
+            cache_url = urllib.parse.urlparse(redis_url)._replace(path=f"/{CACHE_DB}").geturl()
+            redis.Redis.from_url(cache_url).flushdb()
+            env["CACHE_URL"] = cache_url
     return env
 
 
@@ -662,7 +672,9 @@ def report(results: dict) -> str:
         f"items mixed in at the preset's rate; raters sign in through `/accounts/login/`, prefetch {PREFETCH} items "
         "from `/rate/api/next` and refill at half, vote with a fresh request id (replaying "
         f"{meta['replay_rate']:.0%} of them), retry network errors and 5xx with backoff and move on after a 4xx, as "
-        f"`rate.js` does; images are not fetched. Each run stops at the queue's end or after {meta['duration_s']:.0f} s. "
+        "`rate.js` does; images are not fetched. The gunicorn scenarios run as docker-compose.yml's web service does "
+        "(DEBUG off, its workers, the cache and sessions on Redis, database connections kept). "
+        f"Each run stops at the queue's end or after {meta['duration_s']:.0f} s. "
         "Think time is the mean pause between a rater's votes (uniform ±50 %); 0 is saturation. Latencies in ms "
         "(p50 / p95 / p99), measured by the client. Integrity is read from the database afterwards: *lost* = "
         "acknowledged (200) but not stored; *duplicated* = two vote rows for one rater and sample, or a replayed "

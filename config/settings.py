@@ -204,6 +204,10 @@ REST_FRAMEWORK = {
 CACHE_URL = os.environ.get("CACHE_URL", "")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL} if CACHE_URL
           else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+if CACHE_URL:
+    # Sessions read from the shared cache and written through to the database: every request of a
+    # signed-in rater loads one, and the cache answers it without a database query.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ouroboros API",
     "DESCRIPTION": "Experiments, generations, samples, votes and exports of self-consuming training loops.",

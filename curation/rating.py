@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
@@ -40,6 +40,7 @@ from curation.models import (
     Claim, Experiment, Generation, GoldAnswer, GoldItem, Rater, Sample, Vote, VoteEvent, new_claim_token,
 )
 from curation.services import CurationError
+from curation.sql import converted, execute, loaded
 
 Clock = Callable[[], datetime.datetime]
 
@@ -77,7 +78,7 @@ def _count_vote(sample: Sample, change: int) -> bool:
     needed_before = sample.needs_votes
     sample.vote_count = max(0, sample.vote_count + change)
     sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
-    _execute(f"UPDATE {Sample._meta.db_table} SET vote_count = %s, needs_votes = %s WHERE id = %s",
+    execute(f"UPDATE {Sample._meta.db_table} SET vote_count = %s, needs_votes = %s WHERE id = %s",
              [sample.vote_count, sample.needs_votes, sample.pk])
     if sample.needs_votes != needed_before and sample.generation.open_for_raters:
         Generation.objects.filter(pk=sample.generation_id).update(
@@ -102,7 +103,7 @@ LEFT JOIN {vote} v ON v.sample_id = s.id AND v.rater_id = %s
 WHERE s.id = {sample_is}
 """
 _BY_ID = "%s"
-_BY_TOKEN = "(SELECT c2.sample_id FROM {claim} c2 WHERE c2.rater_id = %s AND c2.token = %s)"
+_BY_TOKEN = "(SELECT c2.{item}_id FROM {claim} c2 WHERE c2.rater_id = %s AND c2.token = %s)"
 
 
 @dataclass
@@ -145,18 +146,18 @@ def _vote(rater: Rater, context: _VoteContext, up: bool, request_id: str, requir
     # The writes in plain SQL too, for the same reason as the read (each ORM save cost more than its SQL).
     if vote is None:
         _check_room(rater, sample, claim, now, require_claim)
-        vote_id = _execute(f"INSERT INTO {Vote._meta.db_table} (rater_id, sample_id, up, flagged, created_at, updated_at)"
+        vote_id = execute(f"INSERT INTO {Vote._meta.db_table} (rater_id, sample_id, up, flagged, created_at, updated_at)"
                            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id", [rater.pk, sample.pk, up, False, moment, moment])
-        vote = _loaded(Vote(id=vote_id, rater=rater, sample_id=sample.pk, up=up, flagged=False))
+        vote = loaded(Vote(id=vote_id, rater=rater, sample_id=sample.pk, up=up, flagged=False))
         completed = _count_vote(sample, +1)
     elif vote.up != up:
         vote.up = up
-        _execute(f"UPDATE {Vote._meta.db_table} SET up = %s, updated_at = %s WHERE id = %s", [up, moment, vote.pk])
-    _execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, sample_id, action, up, request_id, created_at)"
+        execute(f"UPDATE {Vote._meta.db_table} SET up = %s, updated_at = %s WHERE id = %s", [up, moment, vote.pk])
+    execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, sample_id, action, up, request_id, created_at)"
              " VALUES (%s, %s, %s, %s, %s, %s)", [rater.pk, sample.pk, VoteEvent.Action.VOTE, up, request_id, moment])
     if claim is not None and claim.expires_at > now:
         # The claim has done its work: expired, it holds no slot, and its token still names the sample.
-        _execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [moment, claim.pk])
+        execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [moment, claim.pk])
     if generation.open_for_raters:
         _after_human_vote(generation, context.settings, vote, completed)
     return vote
@@ -166,7 +167,8 @@ def _vote_context(rater: Rater, request_id: str, *, sample_id: Optional[int] = N
                   token: Optional[str] = None) -> Optional[_VoteContext]:
     """What a vote on a sample needs, named by its id or by the token it was served to `rater` under;
     None when there is no such sample (a token may name a gold item)."""
-    sql = _sql(_SAMPLE_FOR_VOTE_SQL.replace("{sample_is}", _BY_ID if token is None else _BY_TOKEN))
+    sql = _sql(_SAMPLE_FOR_VOTE_SQL.replace("{sample_is}", _BY_ID if token is None else _BY_TOKEN.replace(
+        "{item}", "sample")))
     if connection.features.has_select_for_update_of:
         sql += " FOR UPDATE OF s"
     params = [rater.pk, request_id, rater.pk, rater.pk] + ([sample_id] if token is None else [rater.pk, token])
@@ -177,22 +179,18 @@ def _vote_context(rater: Rater, request_id: str, *, sample_id: Optional[int] = N
         return None
     (sample_id, vote_count, needs_votes, to_rate, generation_id, state, votes_needed, open_for_raters, experiment_id,
      config, claim_id, claim_expires, vote_id, vote_up, vote_flagged, replayed) = row
-    generation = _loaded(Generation(id=generation_id, state=state, votes_needed=votes_needed,
+    generation = loaded(Generation(id=generation_id, state=state, votes_needed=votes_needed,
                                     open_for_raters=bool(open_for_raters), experiment_id=experiment_id))
-    sample = _loaded(Sample(id=sample_id, generation_id=generation_id, vote_count=vote_count,
+    sample = loaded(Sample(id=sample_id, generation_id=generation_id, vote_count=vote_count,
                             needs_votes=bool(needs_votes), to_rate=bool(to_rate)))
     sample.generation = generation
     claim = vote = None
     if claim_id is not None:
-        claim = _loaded(Claim(id=claim_id, rater=rater, sample_id=sample_id,
-                              expires_at=_from_db(Claim, "expires_at", claim_expires)))
+        claim = loaded(Claim(id=claim_id, rater=rater, sample_id=sample_id,
+                              expires_at=converted(Claim._meta.get_field("expires_at"), claim_expires)))
     if vote_id is not None:
-        vote = _loaded(Vote(id=vote_id, rater=rater, sample_id=sample_id, up=bool(vote_up), flagged=bool(vote_flagged)))
+        vote = loaded(Vote(id=vote_id, rater=rater, sample_id=sample_id, up=bool(vote_up), flagged=bool(vote_flagged)))
     return _VoteContext(sample, generation, _settings(config), claim, vote, bool(replayed))
-
-
-def _replayed(rater: Rater, request_id: str) -> bool:
-    return VoteEvent.objects.filter(rater=rater, request_id=request_id).exists()
 
 
 def _check_room(rater: Rater, sample: Sample, claim: Optional[Claim], now: datetime.datetime,
@@ -238,27 +236,23 @@ def _settings(config):
     return _parsed_settings(json.dumps(value, sort_keys=True))
 
 
-def _from_db(model, name: str, value):
-    """A value read by hand, converted as the ORM would (SQLite gives datetimes as text)."""
-    column = model._meta.get_field(name).get_col(model._meta.db_table)
-    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
-        value = converter(value, column, connection)
-    return value
+_GOLD_FOR_ANSWER_SQL = """
+SELECT gi.id, gi.expected_up, e.config, c.id, c.expires_at > %s,
+       EXISTS (SELECT 1 FROM {event} ev WHERE ev.rater_id = %s AND ev.request_id = %s) AS replayed
+FROM {golditem} gi JOIN {experiment} e ON e.id = gi.experiment_id
+LEFT JOIN {claim} c ON c.gold_item_id = gi.id AND c.rater_id = %s
+WHERE gi.id = {gold_is}
+"""
 
 
-def _execute(sql: str, params: list):
-    """Run one statement; the first column of its first row where it returns one (RETURNING)."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if cursor.description is not None:
-            return cursor.fetchone()[0]
-    return None
-
-
-def _loaded(row):
-    """A model instance built from a row read by hand: marked as loaded, not new."""
-    row._state.adding, row._state.db = False, connection.alias
-    return row
+@dataclass
+class _GoldContext:
+    gold_item_id: int
+    expected_up: bool
+    settings: object  # the experiment's RatingConfig
+    claim_id: Optional[int]
+    claim_live: bool
+    replayed: bool
 
 
 def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Optional[str] = None) -> None:
@@ -267,25 +261,50 @@ def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Opti
     _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
     with transaction.atomic():
-        if _replayed(rater, request_id):
-            return
-        GoldAnswer.objects.update_or_create(
-            rater=rater, gold_item=gold_item, defaults={"up": up, "correct": up == gold_item.expected_up}
-        )
-        VoteEvent.objects.create(rater=rater, gold_item=gold_item, action=VoteEvent.Action.VOTE, up=up, request_id=request_id)
-        now = timezone.now()
-        Claim.objects.filter(rater=rater, gold_item=gold_item, expires_at__gt=now).update(expires_at=now)
-        _check_gold_accuracy(rater, gold_item.experiment.loop_config.rating)
+        _answer(rater, _gold_context(rater, request_id, timezone.now(), gold_item_id=gold_item.pk), up, request_id)
+
+
+def _gold_context(rater: Rater, request_id: str, now: datetime.datetime, *, gold_item_id: Optional[int] = None,
+                  token: Optional[str] = None) -> Optional[_GoldContext]:
+    """What an answer on a gold item needs, named by its id or by the token it was served under."""
+    by = _BY_ID if token is None else _BY_TOKEN.replace("{item}", "gold_item")
+    params = [connection.ops.adapt_datetimefield_value(now), rater.pk, request_id, rater.pk]
+    params += [gold_item_id] if token is None else [rater.pk, token]
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_GOLD_FOR_ANSWER_SQL.replace("{gold_is}", by)), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    gold_item_id, expected_up, config, claim_id, claim_live, replayed = row
+    return _GoldContext(gold_item_id, bool(expected_up), _settings(config), claim_id, bool(claim_live), bool(replayed))
+
+
+def _answer(rater: Rater, context: _GoldContext, up: bool, request_id: str) -> None:
+    if context.replayed:
+        return
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    execute(f"INSERT INTO {GoldAnswer._meta.db_table} (rater_id, gold_item_id, up, correct, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (rater_id, gold_item_id)"
+            " DO UPDATE SET up = excluded.up, correct = excluded.correct",
+            [rater.pk, context.gold_item_id, up, up == context.expected_up, now])
+    execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, gold_item_id, action, up, request_id, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)", [rater.pk, context.gold_item_id, VoteEvent.Action.VOTE, up, request_id, now])
+    if context.claim_live:
+        execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [now, context.claim_id])
+    _check_gold_accuracy(rater, context.settings)
 
 
 def _check_gold_accuracy(rater: Rater, rating_config) -> None:
-    tally = rater.gold_answers.aggregate(total=Count("pk"), right=Count("pk", filter=Q(correct=True)))
-    if tally["total"] >= rating_config.gold_min_answers:
-        accuracy = tally["right"] / tally["total"]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*), SUM(CASE WHEN correct THEN 1 ELSE 0 END) FROM {GoldAnswer._meta.db_table}"
+                       " WHERE rater_id = %s", [rater.pk])
+        total, right = cursor.fetchone()
+    if total >= rating_config.gold_min_answers:
+        accuracy = (right or 0) / total
         if accuracy < rating_config.gold_accuracy_bar:
             pause_rater(
                 rater=rater,
-                reason=f"gold accuracy {accuracy:.0%} on {tally['total']} gold items is below "
+                reason=f"gold accuracy {accuracy:.0%} on {total} gold items is below "
                        f"the bar of {rating_config.gold_accuracy_bar:.0%}",
             )
 
@@ -300,16 +319,16 @@ def cast(*, rater: Rater, token, up, request_id) -> None:
     for attempt in (1, 2):
         try:
             with transaction.atomic():
+                now = timezone.now()
                 context = _vote_context(rater, request_id, token=token)
                 if context is not None:
-                    _vote(rater, context, up, request_id, True, timezone.now())
+                    _vote(rater, context, up, request_id, True, now)
                     return
-            claim = Claim.objects.filter(rater=rater, token=token, gold_item__isnull=False).select_related(
-                "gold_item__experiment").first()
-            if claim is None:
-                raise CurationError("no item with this token was served to you")
-            answer_gold(rater=rater, gold_item=claim.gold_item, up=up, request_id=request_id)
-            return
+                gold = _gold_context(rater, request_id, now, token=token)
+                if gold is None:
+                    raise CurationError("no item with this token was served to you")
+                _answer(rater, gold, up, request_id)
+                return
         except IntegrityError:
             # Two copies of one request raced (PostgreSQL lets both past the replay check): the loser
             # finds the winner's event on its second try and changes nothing.
@@ -497,9 +516,9 @@ def open_generations(rater: Optional[Rater] = None, today: Optional[datetime.dat
         rows = cursor.fetchall()
     generations = []
     for pk, experiment_id, index, votes_needed, needing, state, name, config, voted_open, rated in rows:
-        experiment = _loaded(Experiment(id=experiment_id, name=name, status=Experiment.Status.RUNNING,
+        experiment = loaded(Experiment(id=experiment_id, name=name, status=Experiment.Status.RUNNING,
                                         config=config_field.from_db_value(config, None, connection)))
-        generation = _loaded(Generation(id=pk, experiment_id=experiment_id, index=index, votes_needed=votes_needed,
+        generation = loaded(Generation(id=pk, experiment_id=experiment_id, index=index, votes_needed=votes_needed,
                                         samples_needing_votes=needing, state=state, open_for_raters=True))
         generation.experiment = experiment
         generation.voted_open, generation.rated_today = voted_open, rated
