@@ -234,6 +234,10 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
             metric_images = np.concatenate([metric_images, sample_images(checkpoint, seeds, sample_config, progress)])
     metrics = dict(generation.metrics)
     metrics.update(sample_metrics(models.reference, models.real_features, metric_images))
+    if experiment.real_floor != models.real_floor:
+        # Set here, the one step every experiment passes through, however it was created (form, API,
+        # command line): the metrics' floor comes from the same fitted models as the metrics.
+        Experiment.objects.filter(pk=experiment.pk).update(real_floor=models.real_floor)
     grid = write_atomically(
         f"experiments/{experiment.pk}/g{generation.index:03d}/grid.png", grid_png(stored_images[:GRID_SAMPLES])
     )

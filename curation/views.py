@@ -117,8 +117,6 @@ def _experiment_form(request, *, base, preset_name: str, cloned_from):
             except CurationError as error:
                 form.add_error(None, str(error))
             else:
-                floor = real_summary(experiment.dataset_id).real_floor
-                Experiment.objects.filter(pk=experiment.pk).update(real_floor=floor)
                 messages.success(request, f"Created {experiment.name!r} as a draft: start it when ready.")
                 return redirect("curation:experiment-detail", pk=experiment.pk)
     else:

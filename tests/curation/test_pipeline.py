@@ -59,10 +59,13 @@ def test_a_two_generation_loop_through_celery_produces_everything_each_generatio
 
 
 def test_sampling_twice_never_duplicates_and_refills_exactly_what_is_missing(tiny_config):
-    _, generation = started_experiment(tiny_config.replace(generations=1))
+    experiment, generation = started_experiment(tiny_config.replace(generations=1))
+    assert experiment.real_floor == {}  # created by the service, as the API does: no floor yet
     generation = pipeline.run_step(generation.pk)  # train
     generation = pipeline.run_step(generation.pk)  # sample
     assert generation.state == Generation.State.RATING
+    experiment.refresh_from_db()
+    assert experiment.real_floor["fd"] > 0  # set with the first metrics, whatever created the experiment
     before = dict(generation.samples.values_list("index", "sha256"))
     assert len(before) == tiny_config.samples_per_generation
 

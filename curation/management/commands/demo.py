@@ -35,14 +35,14 @@ class Command(BaseCommand):
         rater_password = self._ensure_user("rater", staff=False)
         self.stdout.write("Preparing the digits dataset and its reference models...")
         dataset = ensure_digits_dataset()
-        floor = real_models(dataset.pk).real_floor
+        real_models(dataset.pk)  # fitted now, while nothing else runs, rather than in the first worker step
         # Queued first, so that samples are open for rating after one generation's training.
         rating_config = preset("digits").replace(**{
             "generations": 2, "samples_per_generation": 1000, "rating.raters": "human",
             "rating.rating_budget": 64, "rating.votes_per_sample": 1,
         })
-        self._start(RATING_DEMO_NAME, rating_config, floor)
-        experiment = self._start(DEMO_NAME, preset("digits").replace(generations=options["generations"]), floor)
+        self._start(RATING_DEMO_NAME, rating_config)
+        experiment = self._start(DEMO_NAME, preset("digits").replace(generations=options["generations"]))
         base = f"http://{options['address']}"
         self.stdout.write(self.style.SUCCESS(
             f"\nOuroboros is starting at {base}/\n"
@@ -57,11 +57,10 @@ class Command(BaseCommand):
             return
         self._serve(options["address"])
 
-    def _start(self, name: str, config, floor: dict) -> Experiment:
+    def _start(self, name: str, config) -> Experiment:
         experiment = Experiment.objects.filter(name=name).first()
         if experiment is None:
             experiment = create_experiment(name=name, config=config)
-            Experiment.objects.filter(pk=experiment.pk).update(real_floor=floor)
         if experiment.status == Experiment.Status.DRAFT:
             generation = start_experiment(experiment=experiment)
             tasks.enqueue(generation.pk)

@@ -48,7 +48,6 @@ class Command(BaseCommand):
         except CurationError as error:
             raise CommandError(str(error)) from error
         models = real_models(experiment.dataset_id)
-        Experiment.objects.filter(pk=experiment.pk).update(real_floor=models.real_floor)
         generation = start_experiment(experiment=experiment)
         self.stdout.write(f"experiment {experiment.pk} '{name}': {config.generations} generation(s), "
                           f"real-vs-real FD floor {models.real_floor['fd']:.3f}")
