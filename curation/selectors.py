@@ -56,47 +56,55 @@ MAX_GAP_SECONDS = 300  # longer gaps between votes are breaks, not time spent on
 
 def rater_stats(raters, *, for_staff: bool = True) -> list[dict]:
     """Per rater: votes cast, agreement with the majority of the other raters, gold accuracy,
-    median seconds per vote, and whether they are paused.
+    median seconds per vote, and whether they are paused. Four queries however many raters.
 
     A rater looking at their own figures (`for_staff=False`) sees nothing that gives away an open
     generation: agreement only on generations whose rating has closed (no other rater's votes while
     they still count), and no gold figures (a gold count that moves after a vote names the item)."""
     from statistics import median
 
+    from django.db.models import Count, Q
+
     from curation.models import Generation, GoldAnswer, Vote, VoteEvent
+
+    raters = list(raters)
+    ids = [r.pk for r in raters]
+    votes = Vote.objects.filter(rater_id__in=ids)
+    if not for_staff:
+        votes = votes.exclude(sample__generation__state=Generation.State.RATING)
+    own: dict[int, list[tuple[int, bool]]] = {pk: [] for pk in ids}
+    for rater_id, sample_id, up in votes.values_list("rater_id", "sample_id", "up"):
+        own[rater_id].append((sample_id, up))
+    # Every counted vote on those samples, by anyone: each rater's "others" leaves out their own.
+    on_sample: dict[int, list[tuple[int, bool]]] = {}
+    for rater_id, sample_id, up in Vote.objects.filter(sample__in=votes.values("sample_id"), flagged=False).values_list(
+            "rater_id", "sample_id", "up"):
+        on_sample.setdefault(sample_id, []).append((rater_id, up))
+    gold = {row["rater_id"]: row for row in GoldAnswer.objects.filter(rater_id__in=ids).values("rater_id").annotate(
+        total=Count("pk"), right=Count("pk", filter=Q(correct=True)))}
+    times: dict[int, list] = {pk: [] for pk in ids}
+    for rater_id, created_at in VoteEvent.objects.filter(rater_id__in=ids, action=VoteEvent.Action.VOTE).order_by(
+            "rater_id", "created_at").values_list("rater_id", "created_at"):
+        times[rater_id].append(created_at)
 
     rows = []
     for rater in raters:
-        votes = Vote.objects.filter(rater=rater)
-        if not for_staff:
-            votes = votes.exclude(sample__generation__state=Generation.State.RATING)
-        votes = list(votes.values_list("sample_id", "up"))
-        others: dict[int, list[bool]] = {}
-        for sample_id, up in Vote.objects.filter(sample_id__in=[s for s, _ in votes], flagged=False).exclude(
-            rater=rater
-        ).values_list("sample_id", "up"):
-            others.setdefault(sample_id, []).append(up)
-        comparable = [(up, others[s]) for s, up in votes if s in others and 2 * sum(others[s]) != len(others[s])]
-        agreement = (
-            sum(up == (2 * sum(o) > len(o)) for up, o in comparable) / len(comparable) if comparable else None
-        )
-        gold = GoldAnswer.objects.filter(rater=rater)
-        gold_total = gold.count()
-        times = list(
-            VoteEvent.objects.filter(rater=rater, action=VoteEvent.Action.VOTE)
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
-        )
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+        comparable = []
+        for sample_id, up in own[rater.pk]:
+            others = [o for r, o in on_sample.get(sample_id, ()) if r != rater.pk]
+            if others and 2 * sum(others) != len(others):
+                comparable.append(up == (2 * sum(others) > len(others)))
+        gaps = [(b - a).total_seconds() for a, b in zip(times[rater.pk], times[rater.pk][1:])]
         gaps = [g for g in gaps if g <= MAX_GAP_SECONDS]
+        tally = gold.get(rater.pk, {"total": 0, "right": 0})
         rows.append(
             {
                 "rater": rater,
-                "votes": len(votes),
-                "agreement_with_majority": agreement,
+                "votes": len(own[rater.pk]),
+                "agreement_with_majority": sum(comparable) / len(comparable) if comparable else None,
                 "compared_votes": len(comparable),
-                "gold_answers": gold_total if for_staff else None,
-                "gold_accuracy": gold.filter(correct=True).count() / gold_total if gold_total and for_staff else None,
+                "gold_answers": tally["total"] if for_staff else None,
+                "gold_accuracy": tally["right"] / tally["total"] if tally["total"] and for_staff else None,
                 "median_seconds_per_vote": median(gaps) if gaps else None,
                 "active": rater.active,
                 "paused_reason": rater.paused_reason,
