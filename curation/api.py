@@ -7,8 +7,6 @@ everyone's. The OpenAPI schema is at /api/schema/, with Swagger UI at /api/docs/
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status, viewsets
@@ -17,7 +15,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 
 from curation import rating, tasks
-from curation.images import media_path
+from curation.exports import download
 from curation.ml.experiment_config import PRESETS, ConfigError, preset
 from curation.models import Experiment, Export, Generation, Rater, RealImage, Sample, Vote
 from curation.rating_views import rater_for
@@ -332,9 +330,9 @@ class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Export.objects.order_by("-created_at")
 
     def perform_create(self, serializer):
-        with transaction.atomic():
-            export = serializer.save(created_by=self.request.user)
-            transaction.on_commit(lambda: tasks.export_dataset.delay(export.pk))
+        export = Export(**serializer.validated_data, created_by=self.request.user)
+        tasks.queue_export(export)
+        serializer.instance = export
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
@@ -343,8 +341,7 @@ class ExportViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         if export.status != Export.Status.DONE:
             return Response({"detail": f"the export is {export.status}" + (f": {export.error}" if export.error else "")},
                             status=status.HTTP_409_CONFLICT)
-        return FileResponse(open(media_path(export.file.name), "rb"), as_attachment=True,
-                            filename=export.file.name.rsplit("/", 1)[-1])
+        return download(export)
 
 
 def _int_param(request, name: str):

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 
 from django.conf import settings
 from django.db.models import Count, Q
+from django.http import FileResponse
 from django.utils import timezone
 
 from curation.images import media_path, sha256
@@ -44,6 +45,12 @@ UNLABELLED = "unlabelled"
 
 class ExportError(Exception):
     pass
+
+
+def download(export: Export) -> FileResponse:
+    """A finished export's file, as an attachment under its own name."""
+    return FileResponse(open(media_path(export.file.name), "rb"), as_attachment=True,
+                        filename=export.file.name.rsplit("/", 1)[-1])
 
 
 def pseudonym(rater_id: int) -> str:

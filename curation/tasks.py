@@ -31,6 +31,14 @@ def enqueue(generation_id: int) -> None:
         transaction.on_commit(lambda: task.apply_async((generation_id,), task_id=task_id))
 
 
+def queue_export(export) -> None:
+    """Save a new export (from the page or the API) and queue its task once the row is committed: a
+    worker taking it earlier would not find it."""
+    with transaction.atomic():
+        export.save()
+        transaction.on_commit(lambda: export_dataset.delay(export.pk))
+
+
 def _run_and_continue(task, generation_id: int) -> None:
     from curation import pipeline  # imported here: the web process imports this module and must not load torch
 

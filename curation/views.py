@@ -12,8 +12,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import SuspiciousFileOperation
-from django.db import connection, transaction
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.db import connection
+from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django.views.static import serve
@@ -24,7 +24,8 @@ from curation.authentication import TokenAuthentication
 from curation.datasets import ensure_digits_dataset, real_summary
 from curation.datasets import import_image_folder
 from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, ExportForm
-from curation.images import grid_png, media_path, read_images
+from curation.exports import download
+from curation.images import grid_png, read_images
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.plots import CURVE_METRICS, panel_png
 from curation.models import Experiment, Export, Generation, RealDataset
@@ -274,12 +275,9 @@ def export_create(request, pk: int):
     if not form.is_valid():
         messages.error(request, "Export not started: " + "; ".join(e for errors in form.errors.values() for e in errors))
         return redirect("curation:experiment-detail", pk=pk)
-    with transaction.atomic():
-        export = form.save(commit=False)
-        export.experiment = experiment
-        export.created_by = request.user
-        export.save()
-        transaction.on_commit(lambda: tasks.export_dataset.delay(export.pk))
+    export = form.save(commit=False)
+    export.experiment, export.created_by = experiment, request.user
+    tasks.queue_export(export)
     messages.success(request, f"Export {export.pk} queued: it appears below with its progress, then a download link.")
     return redirect("curation:experiment-detail", pk=pk)
 
@@ -289,8 +287,7 @@ def export_download(request, pk: int):
     export = get_object_or_404(Export, pk=pk)
     if export.status != Export.Status.DONE:
         raise Http404(f"export {pk} is {export.status}")
-    return FileResponse(open(media_path(export.file.name), "rb"), as_attachment=True,
-                        filename=export.file.name.rsplit("/", 1)[-1])
+    return download(export)
 
 
 @staff_only
