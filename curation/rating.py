@@ -153,14 +153,21 @@ def _vote(rater: Rater, context: _VoteContext, up: bool, request_id: str, requir
     elif vote.up != up:
         vote.up = up
         execute(f"UPDATE {Vote._meta.db_table} SET up = %s, updated_at = %s WHERE id = %s", [up, moment, vote.pk])
-    execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, sample_id, action, up, request_id, created_at)"
-             " VALUES (%s, %s, %s, %s, %s, %s)", [rater.pk, sample.pk, VoteEvent.Action.VOTE, up, request_id, moment])
-    if claim is not None and claim.expires_at > now:
-        # The claim has done its work: expired, it holds no slot, and its token still names the sample.
-        execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [moment, claim.pk])
+    _recorded(rater, up, request_id, moment, "sample_id", sample.pk,
+              claim.pk if claim is not None and claim.expires_at > now else None)
     if generation.open_for_raters:
         _after_human_vote(generation, context.settings, vote, completed)
     return vote
+
+
+def _recorded(rater: Rater, up: bool, request_id: str, moment, item_column: str, item_id: int,
+              live_claim_id: Optional[int]) -> None:
+    """The history event of a vote or gold answer, and the release of the rater's live claim on its item:
+    expired, it holds no slot, and its token still names the item."""
+    execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, {item_column}, action, up, request_id, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)", [rater.pk, item_id, VoteEvent.Action.VOTE, up, request_id, moment])
+    if live_claim_id is not None:
+        execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [moment, live_claim_id])
 
 
 def _vote_context(rater: Rater, request_id: str, *, sample_id: Optional[int] = None,
@@ -261,7 +268,8 @@ def answer_gold(*, rater: Rater, gold_item: GoldItem, up: bool, request_id: Opti
     _check_can_vote(rater, up)
     request_id = request_id or _new_request_id()
     with transaction.atomic():
-        _answer(rater, _gold_context(rater, request_id, timezone.now(), gold_item_id=gold_item.pk), up, request_id)
+        now = timezone.now()
+        _answer(rater, _gold_context(rater, request_id, now, gold_item_id=gold_item.pk), up, request_id, now)
 
 
 def _gold_context(rater: Rater, request_id: str, now: datetime.datetime, *, gold_item_id: Optional[int] = None,
@@ -279,18 +287,16 @@ def _gold_context(rater: Rater, request_id: str, now: datetime.datetime, *, gold
     return _GoldContext(gold_item_id, bool(expected_up), _settings(config), claim_id, bool(claim_live), bool(replayed))
 
 
-def _answer(rater: Rater, context: _GoldContext, up: bool, request_id: str) -> None:
+def _answer(rater: Rater, context: _GoldContext, up: bool, request_id: str, now: datetime.datetime) -> None:
     if context.replayed:
         return
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    moment = connection.ops.adapt_datetimefield_value(now)
     execute(f"INSERT INTO {GoldAnswer._meta.db_table} (rater_id, gold_item_id, up, correct, created_at)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (rater_id, gold_item_id)"
             " DO UPDATE SET up = excluded.up, correct = excluded.correct",
-            [rater.pk, context.gold_item_id, up, up == context.expected_up, now])
-    execute(f"INSERT INTO {VoteEvent._meta.db_table} (rater_id, gold_item_id, action, up, request_id, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)", [rater.pk, context.gold_item_id, VoteEvent.Action.VOTE, up, request_id, now])
-    if context.claim_live:
-        execute(f"UPDATE {Claim._meta.db_table} SET expires_at = %s WHERE id = %s", [now, context.claim_id])
+            [rater.pk, context.gold_item_id, up, up == context.expected_up, moment])
+    _recorded(rater, up, request_id, moment, "gold_item_id", context.gold_item_id,
+              context.claim_id if context.claim_live else None)
     _check_gold_accuracy(rater, context.settings)
 
 
@@ -327,7 +333,7 @@ def cast(*, rater: Rater, token, up, request_id) -> None:
                 gold = _gold_context(rater, request_id, now, token=token)
                 if gold is None:
                     raise CurationError("no item with this token was served to you")
-                _answer(rater, gold, up, request_id)
+                _answer(rater, gold, up, request_id, now)
                 return
         except IntegrityError:
             # Two copies of one request raced (PostgreSQL lets both past the replay check): the loser
