@@ -125,11 +125,15 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
         # Half of the new samples have 2 votes already (from two other raters): still open, 1 vote short.
         bounds = [generation.pk, stored, stored + (size - stored) // 2]
         samples_table, index = Sample._meta.db_table, connection.ops.quote_name("index")
+        vote_columns = {f.column for f in Vote._meta.concrete_fields}
+        # (where votes carry their generation and whether their sample is still open: these are, 2 of 3)
+        carried = {k: v for k, v in {"generation_id": ("%s", [generation.pk]), "open": ("%s", [True])}.items()
+                   if k in vote_columns}
         for rater in others:
             insert_rows(Vote, source=(f"(SELECT id AS n FROM {samples_table} WHERE generation_id = %s AND {index} >= %s "
                                       f"AND {index} < %s) AS s", bounds),
                         columns={"rater_id": ("%s", [rater.pk]), "sample_id": ("n", []), "up": ("%s", [True]),
-                                 "flagged": ("%s", [False])})
+                                 "flagged": ("%s", [False]), **carried})
         Sample.objects.filter(generation=generation, index__gte=bounds[1], index__lt=bounds[2]).update(vote_count=2)
         stored = size
         try:  # the service that opens a generation, where the code has one (it keeps the queue's counters)
@@ -219,6 +223,7 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
             known = {key(i) for i in queue}
             queue += [i for i in items if key(i) not in known]
         selection.sort()
+        plans = _explain_selection(rating_module, rater_row, queue) if os.environ.get("NEXT_SCALING_EXPLAIN") else []
         row = {
             "samples": size, "build_s": round(build_s, 1), "refills": len(plain),
             "queries_first": first_queries, "queries_refill_median": statistics.median(queries),
@@ -228,10 +233,49 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
             "selection_p95_ms": round(selection[int(0.95 * len(selection)) - 1], 2),
             "protocol": "new" if "token" in (queue or [{}])[0] else "old",
             "refill_sql": refill_sql,  # the last refill's statements, for reading
+            "plans": plans,
         }
         print(json.dumps({k: v for k, v in row.items() if k != "refill_sql"}), flush=True)
         results.append(row)
     Path(out).write_text(json.dumps(results))
+
+
+def _explain_selection(rating_module, rater, queue: list) -> list[str]:
+    """The plan and timing of each SELECT of one selection (`--explain`, PostgreSQL): where its time goes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        return []
+    with CaptureQueriesContext(connection) as captured:
+        rating_module.next_items(rater=rater, count=PREFETCH, with_counters=True,
+                                 exclude=tuple(i["token"] for i in queue))
+    # Each statement's time as the code sees it (driver included), against the whole call's: the rest is Python.
+    spent: list[list[float]] = []
+    totals = []
+
+    def timed(execute, sql, params, many, context):
+        begun = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            spent[-1].append((time.perf_counter() - begun) * 1000)
+
+    for _ in range(15):
+        spent.append([])
+        begun = time.perf_counter()
+        with connection.execute_wrapper(timed):
+            rating_module.next_items(rater=rater, count=PREFETCH, with_counters=True,
+                                     exclude=tuple(i["token"] for i in queue))
+        totals.append((time.perf_counter() - begun) * 1000)
+    plans = [f"whole call median {statistics.median(totals):.2f} ms; statements (median ms each, in order): "
+             + ", ".join(f"{statistics.median(column):.2f}" for column in zip(*spent))]
+    with connection.cursor() as cursor:
+        for query in captured.captured_queries:
+            if query["sql"].lstrip().upper().startswith("SELECT"):
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + query["sql"])
+                plans.append(query["sql"] + "\n" + "\n".join(line for (line,) in cursor.fetchall()))
+    return plans
 
 
 # --- orchestration -------------------------------------------------------------------------------
@@ -304,7 +348,11 @@ def main() -> None:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the code before; 'none' to skip")
     parser.add_argument("--code", default=".", help="git ref of the code under test; '.': the working tree as it is")
     parser.add_argument("--output", default=str(RESULTS / "next_scaling"), help="report path without extension")
+    parser.add_argument("--explain", action="store_true",
+                        help="also store EXPLAIN ANALYZE of each SELECT of one selection (PostgreSQL) in the JSON")
     args = parser.parse_args()
+    if args.explain:
+        os.environ["NEXT_SCALING_EXPLAIN"] = "1"
     databases = ["sqlite"] + (["postgresql"] if os.environ.get("DATABASE_URL", "").startswith("postgres") else [])
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,

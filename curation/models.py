@@ -209,13 +209,20 @@ class Rater(models.Model):
 class Vote(models.Model):
     rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="votes")
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="votes")
+    # The sample's generation, copied (it never changes) so that a rater's votes in flight are counted
+    # per generation from one index, without reading their samples.
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+", db_index=False)
     up = models.BooleanField()
     flagged = models.BooleanField(default=False, help_text="Cast by a rater later paused for failing gold items; not counted.")
+    open = models.BooleanField(default=False, help_text="Its sample still needs votes (the sample's needs_votes, kept in "
+                               "step by the rating services), so that a rater's votes in flight are counted from an index.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["rater", "sample"], name="one_vote_per_rater_and_sample")]
+        indexes = [models.Index(fields=["rater", "generation", "sample"], condition=Q(open=True),
+                                name="vote_open_by_rater")]
 
     def __str__(self) -> str:
         return f"{self.rater} {'up' if self.up else 'down'} {self.sample}"

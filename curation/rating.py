@@ -73,14 +73,18 @@ def _check_can_vote(rater: Rater, up) -> None:
 
 
 def _count_vote(sample: Sample, change: int) -> bool:
-    """Keep a sample's counted votes, whether it still needs some, and its generation's count of
-    samples needing votes, in step with its votes. True when the sample just got its last vote."""
+    """Keep a sample's counted votes, whether it still needs some (and its votes' `open` with it), and
+    its generation's count of samples needing votes, in step with its votes. True when the sample just
+    got its last vote."""
     needed_before = sample.needs_votes
     sample.vote_count = max(0, sample.vote_count + change)
     sample.needs_votes = sample.to_rate and sample.vote_count < sample.generation.votes_needed
     execute(f"UPDATE {Sample._meta.db_table} SET vote_count = %s, needs_votes = %s WHERE id = %s",
              [sample.vote_count, sample.needs_votes, sample.pk])
-    if sample.needs_votes != needed_before and sample.generation.open_for_raters:
+    if sample.needs_votes == needed_before:
+        return False
+    execute(f"UPDATE {Vote._meta.db_table} SET open = %s WHERE sample_id = %s", [sample.needs_votes, sample.pk])
+    if sample.generation.open_for_raters:
         Generation.objects.filter(pk=sample.generation_id).update(
             samples_needing_votes=F("samples_needing_votes") + 1 if sample.needs_votes
             else Greatest(F("samples_needing_votes") - 1, 0)
@@ -146,9 +150,12 @@ def _vote(rater: Rater, context: _VoteContext, up: bool, request_id: str, requir
     # The writes in plain SQL too, for the same reason as the read (each ORM save cost more than its SQL).
     if vote is None:
         _check_room(rater, sample, claim, now, require_claim)
-        vote_id = execute(f"INSERT INTO {Vote._meta.db_table} (rater_id, sample_id, up, flagged, created_at, updated_at)"
-                           " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id", [rater.pk, sample.pk, up, False, moment, moment])
-        vote = loaded(Vote(id=vote_id, rater=rater, sample_id=sample.pk, up=up, flagged=False))
+        # Open: the sample needs votes (checked above); the count below closes it, this vote included, if it completes it.
+        vote_id = execute(f"INSERT INTO {Vote._meta.db_table} (rater_id, sample_id, generation_id, up, flagged, open, "
+                           "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                           [rater.pk, sample.pk, sample.generation_id, up, False, True, moment, moment])
+        vote = loaded(Vote(id=vote_id, rater=rater, sample_id=sample.pk, generation_id=sample.generation_id, up=up,
+                           flagged=False, open=True))
         completed = _count_vote(sample, +1)
     elif vote.up != up:
         vote.up = up
@@ -470,8 +477,7 @@ def _item(token: str, experiment: Experiment, generation: Optional[Generation]) 
 # and PostgreSQL both read; table names from the models.
 _OPEN_GENERATIONS_SQL = """
 SELECT g.id, g.experiment_id, g."index", g.votes_needed, g.samples_needing_votes, g.state, e.name, e.config,
-       (SELECT COUNT(*) FROM {vote} v JOIN {sample} s ON s.id = v.sample_id
-        WHERE v.rater_id = %s AND s.generation_id = g.id AND s.needs_votes) AS voted_open,
+       (SELECT COUNT(*) FROM {vote} v WHERE v.rater_id = %s AND v.open AND v.generation_id = g.id) AS voted_open,
        {rated_today} AS rated_today
 FROM {generation} g JOIN {experiment} e ON e.id = g.experiment_id
 WHERE g.open_for_raters AND e.status = %s
@@ -488,8 +494,9 @@ _RATED_SINCE_SQL = """(
 _CANDIDATES_SQL = """
 SELECT s.id, s.generation_id, s.vote_count, s.rating_rank FROM {sample} s
 WHERE s.generation_id = %s AND s.needs_votes
-  AND NOT EXISTS (SELECT 1 FROM {vote} v WHERE v.sample_id = s.id AND v.rater_id = %s)
-  AND NOT EXISTS (SELECT 1 FROM {claim} c WHERE c.sample_id = s.id AND c.rater_id = %s AND c.expires_at > %s)
+  AND s.id NOT IN (SELECT v.sample_id FROM {vote} v WHERE v.rater_id = %s AND v.open AND v.generation_id = %s)
+  AND s.id NOT IN (SELECT c.sample_id FROM {claim} c WHERE c.rater_id = %s AND c.expires_at > %s
+                   AND c.sample_id IS NOT NULL)
   AND s.vote_count + (SELECT COUNT(*) FROM {claim} c WHERE c.sample_id = s.id AND c.rater_id <> %s
                       AND c.expires_at > %s) < %s
 ORDER BY s.rating_rank
@@ -630,7 +637,12 @@ def _candidates(rater: Rater, generations: list[Generation], count: int, now) ->
     """Open samples the rater has neither voted on nor holds, that others' live claims leave room in,
     in rank order: one query per open generation (they are few), each walking the (generation,
     rating_rank) queue index and stopping at its limit. On PostgreSQL the rows are locked, skipping
-    rows another claimer or voter holds."""
+    rows another claimer or voter holds.
+
+    The rater's votes and claims are excluded with `NOT IN`, which PostgreSQL evaluates once into a hash
+    whatever its statistics say: as `NOT EXISTS` it became a nested loop over the rater's votes for each
+    row walked whenever the statistics had seen the rater with few votes (30 ms with 400 votes). Only
+    open votes are needed: the samples walked all need votes."""
     sql = _sql(_CANDIDATES_SQL)
     if connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF s SKIP LOCKED"
@@ -638,7 +650,7 @@ def _candidates(rater: Rater, generations: list[Generation], count: int, now) ->
     found: list[_Candidate] = []
     with connection.cursor() as cursor:
         for generation in generations:
-            cursor.execute(sql, [generation.pk, rater.pk, rater.pk, moment, rater.pk, moment,
+            cursor.execute(sql, [generation.pk, rater.pk, generation.pk, rater.pk, moment, rater.pk, moment,
                                  generation.votes_needed, count])
             found += [_Candidate(*row) for row in cursor.fetchall()]
     return sorted(found, key=lambda s: s.rating_rank)[:count]

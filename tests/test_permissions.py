@@ -387,7 +387,7 @@ def build_world() -> SimpleNamespace:
         draft=create_experiment(name="draft", config=preset("digits-tiny")),
         generation=generation,
         sample=sample,
-        vote=Vote.objects.create(rater=rater, sample=sample, up=True),
+        vote=Vote.objects.create(rater=rater, sample=sample, generation=sample.generation, up=True),
         gold=experiment.gold_items.order_by("pk").first(),
         real_image=experiment.dataset.images.order_by("index").first(),
         export=export,

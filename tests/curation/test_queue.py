@@ -259,3 +259,30 @@ def test_rated_today_counts_todays_votes_less_those_undone(generation):
     assert rating.rated_today(rater=alice) == 0
     rating.undo_last(rater=alice, request_id="undo-yesterday")  # yesterday's: today's count stays at 0
     assert rating.rated_today(rater=alice) == 0 and Vote.objects.count() == 0
+
+
+def assert_votes_open_as_their_samples(generation):
+    """Every vote's `open` is its sample's `needs_votes` (what the counters count from an index)."""
+    mismatched = [(v.pk, v.open, v.sample.needs_votes) for v in Vote.objects.select_related("sample")
+                  if v.open != v.sample.needs_votes]
+    assert not mismatched
+
+
+def test_a_votes_open_flag_follows_its_sample_through_votes_undo_and_pausing(tiny_config):
+    generation = open_generation(tiny_config, samples=6, votes_needed=2, gold_rate=0.0)
+    alice, bob = human_rater("alice"), human_rater("bob")
+    first = generation.samples.order_by("index").first()
+    rating.cast_vote(rater=alice, sample=first, up=True, require_claim=False)
+    assert Vote.objects.get(rater=alice).open  # one of two votes: still in flight
+    rating.cast_vote(rater=bob, sample=first, up=False, require_claim=False)
+    assert not Vote.objects.filter(open=True).exists()  # complete: both closed
+    assert_votes_open_as_their_samples(generation)
+    assert rating.counters(rater=alice).left == 5
+    rating.undo_last(rater=bob, request_id="undo-bob-1")  # reopens the sample: alice's vote is in flight again
+    assert list(Vote.objects.values_list("open", flat=True)) == [True]
+    assert rating.counters(rater=alice).left == 5 and rating.counters(rater=bob).left == 6
+    rating.cast_vote(rater=bob, sample=first, up=True, require_claim=False)
+    rating.pause_rater(rater=bob, reason="test")  # bob's vote stops counting: the sample needs one more
+    assert set(Vote.objects.values_list("open", flat=True)) == {True}
+    assert_votes_open_as_their_samples(generation)
+    assert rating.counters(rater=alice).left == 5
