@@ -9,29 +9,21 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
+import environ
 
+# Every variable is parsed by django-environ: booleans (1/0, true/false, yes/no, on/off), lists
+# (comma-separated), numbers and database URLs; a malformed value fails at start-up, naming it.
+env = environ.Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("OUROBOROS_VAR_DIR", BASE_DIR / "var"))
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+VAR_DIR = Path(env.str("OUROBOROS_VAR_DIR", default=str(BASE_DIR / "var")))
 
 
 EMBEDDED_SECRET_KEY = "insecure-embedded-default-key-set-SECRET_KEY-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY", EMBEDDED_SECRET_KEY)
+SECRET_KEY = env.str("SECRET_KEY", default=EMBEDDED_SECRET_KEY)
 # DEBUG=0 is production mode: the settings below tighten, and `manage.py check --deploy` passes.
-DEBUG = env_bool("DEBUG", True)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -78,15 +70,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'ouroboros.sqlite3'}",
-        # Production keeps each process's connection for a minute (checked before reuse) instead of
-        # opening one per request (issue 11 measured 58 votes/s without, 101 with, on PostgreSQL).
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0" if DEBUG else "60")),
-        conn_health_checks=not DEBUG,
-    )
-}
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'ouroboros.sqlite3'}")}
+# Production keeps each process's connection for a minute (checked before reuse) instead of opening
+# one per request (issue 11 measured 58 votes/s without, 101 with, on PostgreSQL).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0 if DEBUG else 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = not DEBUG
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and a worker write to one SQLite file: wait for locks instead of failing.
     # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue on the busy
@@ -116,19 +104,19 @@ AUTHENTICATION_BACKENDS = [
 # A username that gets its password wrong LOGIN_FAILURE_LIMIT times in a row from one address is
 # locked out there for LOGIN_LOCKOUT_MINUTES (django-axes), on the login page and at /api/token/
 # alike; the same account from elsewhere, and other accounts, still sign in.
-AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
-AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "curation.sign_in.locked_out"
 # A client's address is REMOTE_ADDR, unless TRUSTED_PROXY_COUNT proxies (a TLS terminator) stand in
 # front and append to X-Forwarded-For: otherwise a client could forge that header to dodge a lockout.
-TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if TRUSTED_PROXY_COUNT else ["REMOTE_ADDR"]
 AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT or None
 # API tokens (django-rest-knox): stored as hashes, expiring API_TOKEN_DAYS after issue, revocable;
 # sent as `Authorization: Token <key>`.
-REST_KNOX = {"TOKEN_TTL": timedelta(days=int(os.environ.get("API_TOKEN_DAYS", "30"))), "AUTH_HEADER_PREFIX": "Token"}
+REST_KNOX = {"TOKEN_TTL": timedelta(days=env.int("API_TOKEN_DAYS", default=30)), "AUTH_HEADER_PREFIX": "Token"}
 
 # --- Request sizes ------------------------------------------------------------------------------
 # Forms and JSON bodies are small (a vote, a grid of votes, an experiment's settings). Files come only
@@ -137,7 +125,7 @@ REST_KNOX = {"TOKEN_TTL": timedelta(days=int(os.environ.get("API_TOKEN_DAYS", "3
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024**2
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2  # larger files go to a temporary file while they arrive
-DATASET_UPLOAD_MAX_BYTES = int(os.environ.get("DATASET_UPLOAD_MAX_MB", "200")) * 1024**2
+DATASET_UPLOAD_MAX_BYTES = env.int("DATASET_UPLOAD_MAX_MB", default=200) * 1024**2
 FILE_UPLOAD_HANDLERS = [
     "curation.uploads.StaffUploadsOnly",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
@@ -150,9 +138,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -171,7 +159,7 @@ if not DEBUG:
         )
     # HTTPS=0 only where nothing but plain HTTP reaches the server (a local trial of the compose
     # file); behind TLS (a proxy that sets X-Forwarded-Proto) leave it on.
-    HTTPS = env_bool("HTTPS", True)
+    HTTPS = env.bool("HTTPS", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = HTTPS
     SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]  # container health checks speak plain HTTP
@@ -192,7 +180,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Only the token endpoint is throttled (per client address): a scoped rate, not a global one.
-    "DEFAULT_THROTTLE_RATES": {"api-token": os.environ.get("API_TOKEN_RATE", "10/minute")},
+    "DEFAULT_THROTTLE_RATES": {"api-token": env.str("API_TOKEN_RATE", default="10/minute")},
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -201,7 +189,7 @@ REST_FRAMEWORK = {
 }
 # The token endpoint's throttle counts live in the cache: Redis when CACHE_URL names one (shared by
 # every web process), else each process's own memory.
-CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHE_URL = env.str("CACHE_URL", default="")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL} if CACHE_URL
           else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if CACHE_URL:
@@ -220,8 +208,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery -------------------------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "")
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -237,7 +225,7 @@ else:
     # A task whose worker died unacknowledged goes back to the queue after this many seconds. Keep it
     # longer than the longest task: a task still running past it is delivered twice (harmless, every
     # step is idempotent, but the work is done twice).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 6 * 3600))}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600)}
 # Training and sampling go to the `gpu` queue, everything else to `default`. A worker without -Q
 # takes both; `celery -A config worker -Q gpu` on a GPU machine and `-Q default` elsewhere split them.
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -246,7 +234,7 @@ CELERY_TASK_ROUTES = {
     "curation.train_generation": {"queue": "gpu"},
     "curation.sample_generation": {"queue": "gpu"},
 }
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -258,18 +246,18 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # reason. Only the prefork pool (compose's workers) enforces limits; `--pool solo` (the demo) does not.
 # The limits travel in each message, from the settings of the process that queues it (the web process,
 # or a worker queuing the next step): give web and workers the same CELERY_TASK_TIME_LIMIT.
-CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", 4 * 3600))
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=4 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(60, max(1, CELERY_TASK_TIME_LIMIT // 10))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A step started this many times without returning (each time its worker died: killed for memory, or
 # at the hard limit) fails its generation with the reason instead of being delivered again.
-OUROBOROS_STEP_MAX_STARTS = int(os.environ.get("OUROBOROS_STEP_MAX_STARTS", "3"))
+OUROBOROS_STEP_MAX_STARTS = env.int("OUROBOROS_STEP_MAX_STARTS", default=3)
 # The reconciler (Celery beat: `celery -A config beat`, or a worker's -B) re-queues every step with no
 # progress and no message queued for OUROBOROS_STALL_SECONDS; running steps report progress far more
 # often. A message that a newer one supersedes is dropped when it arrives, so nothing runs twice.
-OUROBOROS_STALL_SECONDS = float(os.environ.get("OUROBOROS_STALL_SECONDS", "600"))
-OUROBOROS_RECONCILE_SECONDS = float(os.environ.get("OUROBOROS_RECONCILE_SECONDS", "60"))
+OUROBOROS_STALL_SECONDS = env.float("OUROBOROS_STALL_SECONDS", default=600)
+OUROBOROS_RECONCILE_SECONDS = env.float("OUROBOROS_RECONCILE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {
         "task": "curation.requeue_stalled_generations",
@@ -282,13 +270,13 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Ouroboros ----------------------------------------------------------------------------------
 # "auto" trains and samples on CUDA when present, else on the CPU; "cpu" or "cuda" force one.
-OUROBOROS_DEVICE = os.environ.get("OUROBOROS_DEVICE", "auto")
+OUROBOROS_DEVICE = env.str("OUROBOROS_DEVICE", default="auto")
 # Torch threads per worker process (0: torch's default).
-OUROBOROS_TORCH_THREADS = int(os.environ.get("OUROBOROS_TORCH_THREADS", "0"))
+OUROBOROS_TORCH_THREADS = env.int("OUROBOROS_TORCH_THREADS", default=0)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

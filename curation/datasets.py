@@ -17,9 +17,9 @@ from curation.images import encode_png, media_path, read_images, sha256, write_a
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.real import RealModels, fit_real_models
 from curation.models import RealDataset, RealImage
-from training.data import NO_LABEL, load_digits_dataset
+from training.data import NO_LABEL, DataSplit, load_digits_dataset, split_dataset
 
-MODEL_VERSION = 3  # 2: RealModels moved to curation.ml.real; 3: skops, not pickle
+MODEL_VERSION = 4  # 2: RealModels moved to curation.ml.real; 3: skops, not pickle; 4: fitted on the held-out split
 
 
 def ensure_digits_dataset() -> RealDataset:
@@ -99,6 +99,15 @@ def _real_arrays(identity: tuple) -> RealArrays:
     images = read_images([r[1] for r in rows], dataset.channels)
     labels = np.array([NO_LABEL if r[2] is None else r[2] for r in rows], dtype=np.int64)
     return RealArrays(ids=np.array([r[0] for r in rows]), images=images, labels=labels)
+
+
+def dataset_split(dataset_id: int) -> DataSplit:
+    """The dataset's fixed split (train, curator, test) as RealImage ids: the same one `real_models` fits
+    on, computed from the labels alone (no image is read), so that creating an experiment stays cheap."""
+    rows = list(RealImage.objects.filter(dataset_id=dataset_id).order_by("index").values_list("pk", "label"))
+    ids = np.array([pk for pk, _ in rows], dtype=np.int64)
+    split = split_dataset(np.array([NO_LABEL if label is None else label for _, label in rows], dtype=np.int64))
+    return DataSplit(train=ids[split.train], curator=ids[split.curator], test=ids[split.test])
 
 
 def real_models(dataset_id: int) -> RealModels:

@@ -24,7 +24,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -33,8 +33,9 @@ from django.utils import timezone
 
 from curation.images import media_path, sha256
 from curation.models import Export, RealImage, Sample, TrainingMember, Vote
+from training.files import temporary_beside, write_atomically
+from training.progress import ProgressCallback, report
 
-Progress = Callable[[int, int, str], None]
 FIELDS = (
     "id", "file_name", "sha256", "source", "label", "label_source", "experiment", "experiment_name", "generation",
     "checkpoint_sha256", "sampler", "steps", "temperature", "seed", "up_votes", "down_votes", "raters",
@@ -153,15 +154,14 @@ def _folder(record: dict, layout: str) -> str:
 
 
 def write_export(records: list[dict], *, fmt: str, layout: str, destination: Path, as_zip: bool,
-                 progress: Optional[Progress] = None) -> None:
+                 progress: Optional[ProgressCallback] = None) -> None:
     """Write `records` in `fmt` to `destination` (a zip file, a directory, or a manifest file), atomically."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    tmp = temporary_beside(destination)
     if fmt in (Export.Format.MANIFEST_CSV, Export.Format.MANIFEST_JSON):
-        tmp.write_bytes(_manifest(records, fmt))
-        os.replace(tmp, destination)
-        _report(progress, len(records), len(records), "manifest written")
+        write_atomically(destination, _manifest(records, fmt))
+        report(progress, len(records), len(records), "manifest written")
         return
     files = [(_member_name(r, fmt, layout), r["_path"]) for r in records]
     extra = {"metadata.jsonl": _jsonl(records, fmt, layout)} if fmt == Export.Format.HF else {
@@ -216,12 +216,7 @@ def _manifest(records: list[dict], fmt: str) -> bytes:
 
 def _every(progress, done: int, total: int) -> None:
     if done % 64 == 0 or done == total:
-        _report(progress, done, total, f"{done}/{total} images")
-
-
-def _report(progress, done, total, message) -> None:
-    if progress is not None:
-        progress(done, total, message)
+        report(progress, done, total, f"{done}/{total} images")
 
 
 # --- the Export row: what the task, the API and the command run ---------------------------------

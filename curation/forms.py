@@ -7,7 +7,7 @@ import copy
 from django import forms
 
 from curation.ml.experiment_config import BOUNDS, PRESETS, RATER_KINDS, Bound, ConfigError, ExperimentConfig
-from curation.ml.policy import POLICIES
+from curation.ml.policy import CURATING, POLICIES
 from curation.models import Export, RealDataset
 from generation.config import SAMPLERS
 from training.mix import LOOPS
@@ -51,6 +51,10 @@ SETTINGS = [
                                                                  help_text="Accept per class in the real data's proportions.")),
     ("Curation", "curation.guard_floor", forms.FloatField(label="Guard floor",
                                                            help_text="The lowest score the guard may accept to fill a class's quota.")),
+    ("Curation", "curation.match", forms.ChoiceField(choices=_choices(CURATING), required=False,
+                                                     label="Random-matched copies",
+                                                     help_text="Under random-matched: the policy whose number of "
+                                                               "acceptances it draws at random.")),
     ("Rating", "rating.raters", forms.ChoiceField(choices=_choices(RATER_KINDS), label="Raters")),
     ("Rating", "rating.votes_per_sample", forms.IntegerField(label="Votes needed per sample")),
     ("Rating", "rating.rating_budget", forms.IntegerField(label="Samples rated per generation",
@@ -129,6 +133,8 @@ class ExperimentForm(forms.Form):
         changes = {"dataset": cleaned["dataset"]}
         for _, dotted, _ in SETTINGS:
             value = cleaned[_field_name(dotted)]
+            if value == "":  # an optional choice left out keeps the base configuration's value
+                continue
             if dotted == "model.block_out_channels":
                 value = list(MODEL_SIZES[value])
                 changes["model.norm_num_groups"] = 8 if value[0] < 32 else 32

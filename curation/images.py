@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -10,6 +9,7 @@ import numpy as np
 from django.conf import settings
 
 from curation.ml.imaging import decode_png, encode_png, grid_png, sha256  # noqa: F401 (re-exported)
+from training.files import write_atomically as write_file_atomically
 
 
 def media_path(relative: str) -> Path:
@@ -17,12 +17,8 @@ def media_path(relative: str) -> Path:
 
 
 def write_atomically(relative: str, data: bytes) -> str:
-    """Write bytes under MEDIA_ROOT via a temporary name and a rename: never a half-written file."""
-    path = media_path(relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write bytes under MEDIA_ROOT, whole or not at all (training.files)."""
+    write_file_atomically(media_path(relative), data)
     return relative
 
 

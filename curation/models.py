@@ -38,6 +38,23 @@ class RealImage(models.Model):
         return f"{self.dataset.name}[{self.index}]"
 
 
+class Study(models.Model):
+    """Ordinary experiments run side by side to answer one question: loop variants x seeds from the same
+    settings (`curation.ml.study.StudyPlan`). Its report is computed from their stored metrics."""
+
+    name = models.CharField(max_length=200, unique=True)
+    plan = models.JSONField(help_text="StudyPlan.to_dict(): base settings, variants, seeds, generations.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Experiment(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
@@ -62,12 +79,28 @@ class Experiment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Metrics of the real data against itself, the floor any generation can reach.
     real_floor = models.JSONField(default=dict, blank=True)
+    # Where the experiment is one run of a study: which variant, under which seed.
+    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.PROTECT, related_name="experiments")
+    study_variant = models.CharField(max_length=100, blank=True)
+    study_seed = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "study_variant", "study_seed"], condition=Q(study__isnull=False),
+                                    name="one_experiment_per_study_variant_and_seed"),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def fd_floor(self):
+        """The real-vs-real FD floor as {"mean", "low", "high"}, or None (an older experiment stored one number)."""
+        value = (self.real_floor or {}).get("fd")
+        if isinstance(value, (int, float)):
+            return {"mean": value, "low": value, "high": value}
+        return value or None
 
     @property
     def loop_config(self):
@@ -159,7 +192,8 @@ class Sample(models.Model):
     temperature = models.FloatField()
     image = models.FileField(max_length=300)
     sha256 = models.CharField(max_length=64)
-    predicted_class = models.IntegerField(null=True, blank=True, help_text="By the reference classifier.")
+    predicted_class = models.IntegerField(
+        null=True, blank=True, help_text="By the curators' classifier (the simulated raters' model): the guard's groups.")
     to_rate = models.BooleanField(default=False, help_text="Within the generation's rating budget.")
     rating_rank = models.FloatField(default=0.0, help_text="Queue order: random, or uncertainty under active learning.")
     vote_count = models.PositiveSmallIntegerField(default=0, help_text="Counted (unflagged) votes.")

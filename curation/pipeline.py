@@ -8,6 +8,7 @@ and the `run_experiment` command both call `run_step`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -16,27 +17,28 @@ from collections import Counter
 
 import numpy as np
 import torch
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
+from sklearn.metrics import roc_auc_score
 
 from curation.datasets import real_arrays, real_models
 from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
 from curation.ml.experiment_config import METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
-from curation.ml.metrics import sample_metrics
+from curation.ml.evaluation import evaluate
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.policy import curate
-from curation.ml.raters import simulated_votes
-from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
+from curation.ml.raters import panel_vote_share, rater_threshold, sample_keys, simulated_votes
+from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, Vote
 from curation.progress import GenerationProgress, StepInterrupted
 from curation.rating import cast_vote, open_for_rating
-from curation.services import CurationError, ensure_gold_items, simulated_rater
+from curation.services import create_next_generation, ensure_gold_items, simulated_rater
+from curation.supervision import fail_generation
 from generation.sampling import sample_images, sample_seed
-from training.mix import ReservoirExhausted, build_mix
-from training.train import train_unet
+from training.files import exclusive
+from training.train import copy_checkpoint, is_trained, train_unet, training_key
 
 logger = logging.getLogger(__name__)
 State = Generation.State
@@ -80,25 +82,6 @@ def run_generation(generation_id: int, *, bar: bool = False) -> Generation:
         if generation.state == before:  # waiting for human votes, or the experiment was paused
             break
     return generation
-
-
-def fail_generation(generation: Generation, error: Exception) -> None:
-    """Mark the generation and its experiment failed, with the reason and the step Retry resumes."""
-    message = str(error) or error.__class__.__name__
-    if isinstance(error, SoftTimeLimitExceeded):
-        step = State.TRAINING if generation.state == State.PENDING else generation.state
-        limit = settings.CELERY_TASK_TIME_LIMIT
-        limit_text = " ".join(f"{n} {unit}" for n, unit in ((limit // 3600, "h"), (limit % 3600 // 60, "min"), (limit % 60, "s")) if n)
-        message = (
-            f"the {step} step ran past its time limit ({limit_text}, CELERY_TASK_TIME_LIMIT) and was stopped; "
-            "raise the limit or shorten the step, then Retry (training resumes from its last checkpoint)"
-        )
-    logger.error("generation %s failed in %s", generation, generation.state, exc_info=error)
-    with transaction.atomic():
-        Generation.objects.filter(pk=generation.pk).update(
-            state=State.FAILED, failed_step=generation.state, error=message[:2000]
-        )
-        Experiment.objects.filter(pk=generation.experiment_id).update(status=Experiment.Status.FAILED)
 
 
 def _configure_torch() -> None:
@@ -149,15 +132,25 @@ def train_step(generation: Generation, *, bar: bool = False) -> None:
         previous = generation.experiment.generations.get(index=generation.index - 1)
         init_from = media_path(previous.checkpoint_dir)
     relative = _checkpoint_dir(generation)
-    with GenerationProgress(generation, "training", bar=bar) as progress:
-        result = train_unet(
-            training_images(generation),
-            model_config=config.model,
-            train_config=train_config,
-            checkpoint_dir=media_path(relative),
-            init_from=init_from,
-            progress=progress,
-        )
+    images = training_images(generation)
+    # A from-scratch model is a function of its images and settings: experiments that share them (a
+    # study's variants of one seed share their G0) share one training, through a cache keyed by them;
+    # the lock makes a second experiment wait for the first one's run instead of repeating it.
+    cached = None if init_from else media_path(f"cache/checkpoints/{training_key(images, config.model, train_config)}")
+    with exclusive(cached.with_suffix(".lock")) if cached else contextlib.nullcontext():
+        if cached and is_trained(cached) and not is_trained(media_path(relative)):
+            copy_checkpoint(cached, media_path(relative))
+        with GenerationProgress(generation, "training", bar=bar) as progress:
+            result = train_unet(
+                images,
+                model_config=config.model,
+                train_config=train_config,
+                checkpoint_dir=media_path(relative),
+                init_from=init_from,
+                progress=progress,
+            )
+        if cached and not is_trained(cached):
+            copy_checkpoint(media_path(relative), cached)
     # A redelivered task (its first worker lost) resumes from the last checkpoint: say from where.
     metrics = {**generation.metrics, "train_resumed_from_step": result.resumed_from_step}
     _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256,
@@ -185,7 +178,7 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
         seeds = [sample_seed(config.seed, SAMPLE_KEY, generation.index, i) for i in missing]
         images = sample_images(checkpoint, seeds, sample_config, progress=progress) if missing else None
     if missing:
-        predicted = models.reference.predict(images)
+        predicted = models.rater_model.predict(images)  # the curators' classes: the diversity guard's groups
         rows = []
         storing = GenerationProgress(generation, "storing samples", bar=bar)  # long for 10^5 samples
         for position, index in enumerate(missing):
@@ -225,15 +218,18 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
 
     stored = generation.samples.order_by("index")
     stored_images = read_images(stored.values_list("image", flat=True), experiment.dataset.channels)
-    metric_images = stored_images[: config.metric_samples]
-    extra = config.metric_samples - len(metric_images)
+    # Measured on the held-out test split at its matched size (curation.ml.evaluation), on at least
+    # as many samples as that size asks for.
+    wanted = max(config.metric_samples, models.evaluation.sample_size)
+    metric_images = stored_images[:wanted]
+    extra = wanted - len(metric_images)
     if extra > 0:
         # Too few stored samples for stable metrics: draw more, only for measuring.
         with GenerationProgress(generation, "sampling for metrics", bar=bar) as progress:
             seeds = [sample_seed(config.seed, METRIC_KEY, generation.index, i) for i in range(extra)]
             metric_images = np.concatenate([metric_images, sample_images(checkpoint, seeds, sample_config, progress)])
     metrics = dict(generation.metrics)
-    metrics.update(sample_metrics(models.reference, models.real_features, metric_images))
+    metrics.update(evaluate(models.evaluation, metric_images))
     if experiment.real_floor != models.real_floor:
         # Set here, the one step every experiment passes through, however it was created (form, API,
         # command line): the metrics' floor comes from the same fitted models as the metrics.
@@ -302,9 +298,11 @@ def _simulate_votes(generation: Generation, config, *, bar: bool) -> None:
     if not samples:
         return
     images = read_images([s.image.name for s in samples], generation.experiment.dataset.channels)
-    confidence = real_models(generation.experiment.dataset_id).rater_model.confidence(images)
-    keys = np.array([s.pk for s in samples])
-    verdicts = [simulated_votes(confidence, keys, rater_config) for rater_config in panel]
+    model = real_models(generation.experiment.dataset_id).rater_model
+    confidence = model.confidence(images)
+    keys = sample_keys(generation.index, [s.index for s in samples])
+    verdicts = [simulated_votes(confidence, keys, rater_config, run_seed=config.seed,
+                                threshold=rater_threshold(rater_config, model)) for rater_config in panel]
     already = set(Vote.objects.filter(sample__in=samples).values_list("rater_id", "sample_id"))
     with GenerationProgress(generation, "rating", bar=bar) as progress:
         for n, sample_row in enumerate(samples):
@@ -359,6 +357,8 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
 
     metrics = dict(generation.metrics)
     metrics.update(_curation_metrics(samples, decision, vote_share, groups, models, discriminator))
+    if config.rating.raters == "simulated" and discriminator is not None:
+        metrics.update(_discriminator_held_out(generation, config, samples, images, scores, models))
     progress(2, 3, "storing the verdicts")
     progress.close()
     with transaction.atomic():
@@ -399,6 +399,22 @@ def _discriminator_for(generation: Generation, sample_ids: list[int], features, 
     )
 
 
+def _discriminator_held_out(generation, config, samples, images, scores, models) -> dict:
+    """How well the discriminator agrees with the simulated panel on the samples nobody rated: the panel
+    is asked about them here for measuring only (their votes are never cast), which gives hundreds of
+    held-out verdicts where the discriminator's own hold-out has a few dozen."""
+    unrated = np.array([not s.to_rate for s in samples])
+    if not unrated.any():
+        return {"discriminator_heldout_auc": None, "discriminator_heldout_count": 0}
+    indices = np.array([s.index for s in samples])[unrated]
+    share = panel_vote_share(models.rater_model.confidence(images[unrated]), indices,
+                             sample_keys(generation.index, indices), config.rating.panel, models.rater_model,
+                             votes_per_sample=config.rating.votes_per_sample, run_seed=config.seed)
+    verdict = share >= 0.5
+    auc = float(roc_auc_score(verdict, scores[unrated])) if 0 < verdict.sum() < len(verdict) else None
+    return {"discriminator_heldout_auc": auc, "discriminator_heldout_count": int(unrated.sum())}
+
+
 def _curation_metrics(samples, decision, vote_share, groups, models, discriminator) -> dict:
     accepted = decision.accepted
     voted = ~np.isnan(vote_share)
@@ -428,41 +444,6 @@ def _continue_experiment(generation: Generation, config) -> None:
         return
     if config.auto_advance:
         create_next_generation(generation, config)
-
-
-def create_next_generation(generation: Generation, config) -> Generation:
-    experiment = generation.experiment
-    next_generation, created = Generation.objects.get_or_create(
-        experiment=experiment, index=generation.index + 1, defaults={"votes_needed": config.rating.votes_per_sample}
-    )
-    if not created:
-        return next_generation
-    accepted_by_generation: dict[int, list[int]] = {}
-    for index, sample_id in Sample.objects.filter(
-        generation__experiment=experiment, generation__index__lte=generation.index, accepted=True
-    ).values_list("generation__index", "pk"):
-        accepted_by_generation.setdefault(index, []).append(sample_id)
-    used = set(
-        TrainingMember.objects.filter(generation__experiment=experiment, fresh=True).values_list("real_image_id", flat=True)
-    )
-    try:
-        mix = build_mix(
-            config.mix,
-            pool=list(experiment.real_pool),
-            reservoir_unused=[i for i in experiment.real_reservoir if i not in used],
-            accepted_by_generation=accepted_by_generation,
-            last_generation=generation.index,
-            seed=config.seed,
-        )
-    except ReservoirExhausted as error:
-        raise CurationError(str(error)) from error
-    fresh = set(mix.fresh)
-    members = [TrainingMember(generation=next_generation, real_image_id=i, fresh=i in fresh) for i in mix.real]
-    members += [TrainingMember(generation=next_generation, sample_id=i) for ids in mix.synthetic.values() for i in ids]
-    TrainingMember.objects.bulk_create(members)
-    next_generation.training_mix = mix.summary()
-    next_generation.save(update_fields=["training_mix"])
-    return next_generation
 
 
 STEPS = {

@@ -36,6 +36,7 @@ from django.db.models.functions import Greatest
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 
+from curation import tasks
 from curation.models import (
     Claim, Experiment, Generation, GoldAnswer, GoldItem, Rater, Sample, Vote, VoteEvent, new_claim_token,
 )
@@ -223,8 +224,6 @@ def _check_room(rater: Rater, sample: Sample, claim: Optional[Claim], now: datet
 def _after_human_vote(generation: Generation, settings, vote: Vote, completed: bool) -> None:
     """Close rating once every sample has its votes (only a vote that completed its sample can be the
     last one); under active learning, re-order now and then."""
-    from curation import tasks  # tasks import the pipeline, which imports this module
-
     if completed and not generation.samples.filter(needs_votes=True).exists():
         Generation.objects.filter(pk=generation.pk).update(state=Generation.State.CURATING, open_for_raters=False)
         tasks.enqueue(generation.pk)

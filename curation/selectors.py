@@ -6,6 +6,8 @@ from curation.models import Experiment
 
 REPORT_METRICS = (
     "fd",
+    "kid",
+    "memorization",
     "precision",
     "recall",
     "density",
@@ -15,6 +17,7 @@ REPORT_METRICS = (
     "vote_up_rate",
     "discriminator_accuracy",
     "discriminator_auc",
+    "discriminator_heldout_auc",
 )
 
 

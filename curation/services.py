@@ -6,13 +6,16 @@ Each is one transaction, takes keyword arguments, and validates its input, raisi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from django.db import transaction
 
-from curation.datasets import ensure_digits_dataset, real_arrays
+from curation.datasets import dataset_split, ensure_digits_dataset
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.raters import SimulatedRaterConfig
-from curation.models import Experiment, Generation, Rater, RealDataset, TrainingMember
+from curation.models import Experiment, Generation, Rater, RealDataset, Sample, TrainingMember, Vote
+from training.mix import ReservoirExhausted, build_mix
 from training.data import split_real
 
 
@@ -20,8 +23,10 @@ class CurationError(Exception):
     """A request the loop cannot carry out, with the reason in words."""
 
 
-def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, cloned_from=None) -> Experiment:
-    """An experiment in draft, with its real data split into the G0 pool and the fresh reservoir."""
+def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, cloned_from=None, study=None,
+                      study_variant: str = "", study_seed=None) -> Experiment:
+    """An experiment in draft, with the training split of its real data drawn into the G0 pool and the
+    fresh reservoir (the dataset's curator and test splits are never trained on)."""
     if not name.strip():
         raise CurationError("an experiment needs a name")
     dataset = ensure_digits_dataset() if config.dataset == "digits" else RealDataset.objects.filter(name=config.dataset).first()
@@ -37,13 +42,15 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, c
                 f"the size must divide by {2 ** (levels - 1)}"
             )
         config = config.replace(**{"model.sample_size": dataset.height, "model.channels": dataset.channels})
-    ids = real_arrays(dataset.pk).ids
+    ids = dataset_split(dataset.pk).train
     if config.dataset_size is not None:
         if config.dataset_size > len(ids):
-            raise CurationError(f"the dataset has {len(ids)} images; dataset_size {config.dataset_size} is too many")
+            raise CurationError(f"the dataset's training split holds {len(ids)} images; dataset_size "
+                                f"{config.dataset_size} is too many")
         ids = ids[: config.dataset_size]
     if config.pool_size > len(ids):
-        raise CurationError(f"the real pool ({config.pool_size}) is larger than the dataset ({len(ids)} images)")
+        raise CurationError(f"the real pool ({config.pool_size}) is larger than the dataset's training split "
+                            f"({len(ids)} images; the rest is held out for curators and evaluation)")
     split = split_real(len(ids), config.pool_size, seed=config.seed)
     reservoir = [int(ids[i]) for i in split.reservoir]
     possible = config.mix.fresh_draws_possible(len(reservoir))
@@ -68,6 +75,9 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, c
             real_reservoir=reservoir,
             created_by=created_by,
             cloned_from=cloned_from,
+            study=study,
+            study_variant=study_variant,
+            study_seed=study_seed,
         )
 
 
@@ -100,19 +110,18 @@ def start_experiment(*, experiment: Experiment) -> Generation:
 
 def simulated_rater(*, config: SimulatedRaterConfig) -> Rater:
     """The Rater row standing for a simulated rater configuration (one per distinct configuration)."""
-    name = f"simulated-t{config.threshold:.2f}-n{config.noise:.2f}-b{config.bias:+.2f}-s{config.seed}"
+    calibrated = "" if config.reject_real is None else f"-r{config.reject_real:.3f}"
+    name = f"simulated-t{config.threshold:.2f}-n{config.noise:.2f}-b{config.bias:+.2f}-s{config.seed}{calibrated}"
     rater, _ = Rater.objects.get_or_create(
-        name=name,
-        defaults={"kind": Rater.Kind.SIMULATED, "simulation": {
-            "threshold": config.threshold, "noise": config.noise, "bias": config.bias, "seed": config.seed,
-        }},
-    )
+        name=name, defaults={"kind": Rater.Kind.SIMULATED, "simulation": dataclasses.asdict(config)})
     return rater
 
 
 def ensure_gold_items(*, experiment: Experiment) -> None:
     """Gold items for an experiment's human raters, made once: real images (expected up) and
-    known-bad images (expected down: real digits ruined by noise, blotches, blur or inversion)."""
+    known-bad images (expected down: real digits ruined by noise, blotches, blur or inversion), drawn
+    from the dataset's curator split."""
+    from curation.datasets import real_arrays
     from curation.images import encode_png, write_atomically
     from curation.ml.gold import ruined_images
     from curation.models import GoldItem
@@ -122,7 +131,7 @@ def ensure_gold_items(*, experiment: Experiment) -> None:
     rating = experiment.loop_config.rating
     arrays = real_arrays(experiment.dataset_id)
     rng = np.random.default_rng(experiment.loop_config.seed)
-    pool = np.array(experiment.real_pool)
+    pool = dataset_split(experiment.dataset_id).curator  # the curators' side of the data: never trained on
     real_ids = rng.choice(pool, size=min(rating.gold_real_items, len(pool)), replace=False)
     bad_sources = arrays.subset(rng.choice(pool, size=min(rating.gold_bad_items, len(pool)), replace=False))
     bad, descriptions = ruined_images(bad_sources, rng)
@@ -138,6 +147,43 @@ def ensure_gold_items(*, experiment: Experiment) -> None:
     with transaction.atomic():
         if not experiment.gold_items.exists():
             GoldItem.objects.bulk_create(rows)
+
+
+def create_next_generation(generation: Generation, config) -> Generation:
+    """The generation after `generation`, with its training mix (training.mix) drawn from the real pool,
+    the unused reservoir and the samples accepted so far. Made once: asked again, it returns it."""
+    experiment = generation.experiment
+    next_generation, created = Generation.objects.get_or_create(
+        experiment=experiment, index=generation.index + 1, defaults={"votes_needed": config.rating.votes_per_sample}
+    )
+    if not created:
+        return next_generation
+    accepted_by_generation: dict[int, list[int]] = {}
+    for index, sample_id in Sample.objects.filter(
+        generation__experiment=experiment, generation__index__lte=generation.index, accepted=True
+    ).values_list("generation__index", "pk"):
+        accepted_by_generation.setdefault(index, []).append(sample_id)
+    used = set(
+        TrainingMember.objects.filter(generation__experiment=experiment, fresh=True).values_list("real_image_id", flat=True)
+    )
+    try:
+        mix = build_mix(
+            config.mix,
+            pool=list(experiment.real_pool),
+            reservoir_unused=[i for i in experiment.real_reservoir if i not in used],
+            accepted_by_generation=accepted_by_generation,
+            last_generation=generation.index,
+            seed=config.seed,
+        )
+    except ReservoirExhausted as error:
+        raise CurationError(str(error)) from error
+    fresh = set(mix.fresh)
+    members = [TrainingMember(generation=next_generation, real_image_id=i, fresh=i in fresh) for i in mix.real]
+    members += [TrainingMember(generation=next_generation, sample_id=i) for ids in mix.synthetic.values() for i in ids]
+    TrainingMember.objects.bulk_create(members)
+    next_generation.training_mix = mix.summary()
+    next_generation.save(update_fields=["training_mix"])
+    return next_generation
 
 
 # --- staff actions on an experiment -------------------------------------------------------------
@@ -250,6 +296,7 @@ def _advance(experiment: Experiment):
                 "needs some before rating can close"
             )
         generation.samples.filter(needs_votes=True).update(needs_votes=False)
+        Vote.objects.filter(generation=generation, open=True).update(open=False)  # as their samples are
         Generation.objects.filter(pk=generation.pk).update(state=GenState.CURATING, open_for_raters=False)
         return generation
     if generation.state == GenState.DONE:
@@ -261,8 +308,6 @@ def _advance(experiment: Experiment):
 
 
 def _next_generation(experiment: Experiment, generation: Generation):
-    from curation.pipeline import create_next_generation
-
     config = experiment.loop_config
     if generation.index + 1 >= config.generations:
         _set_status(experiment, Status.DONE)

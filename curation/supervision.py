@@ -14,7 +14,9 @@ import logging
 import uuid
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
@@ -70,8 +72,6 @@ def begin_delivery(generation_id: int, task_id: str | None) -> bool:
     limit = settings.OUROBOROS_STEP_MAX_STARTS
     if starts <= limit:
         return True
-    from curation.pipeline import fail_generation  # the one failure service (loads torch: workers only)
-
     generation = Generation.objects.select_related("experiment").get(pk=generation_id)
     fail_generation(generation, StepAbandoned(
         f"the {step} step was started {limit} times and its worker died each time (killed for memory, "
@@ -107,3 +107,22 @@ def take_stalled(*, stale_after: timedelta) -> list[tuple[int, str, str]]:
                            "queuing it again", generation_id, step_of(state), stale_after)
             taken.append((generation_id, state, task_id))
     return taken
+
+
+def fail_generation(generation: Generation, error: Exception) -> None:
+    """Mark the generation and its experiment failed, with the reason and the step Retry resumes."""
+    message = str(error) or error.__class__.__name__
+    if isinstance(error, SoftTimeLimitExceeded):
+        step = State.TRAINING if generation.state == State.PENDING else generation.state
+        limit = settings.CELERY_TASK_TIME_LIMIT
+        limit_text = " ".join(f"{n} {unit}" for n, unit in ((limit // 3600, "h"), (limit % 3600 // 60, "min"), (limit % 60, "s")) if n)
+        message = (
+            f"the {step} step ran past its time limit ({limit_text}, CELERY_TASK_TIME_LIMIT) and was stopped; "
+            "raise the limit or shorten the step, then Retry (training resumes from its last checkpoint)"
+        )
+    logger.error("generation %s failed in %s", generation, generation.state, exc_info=error)
+    with transaction.atomic():
+        Generation.objects.filter(pk=generation.pk).update(
+            state=State.FAILED, failed_step=generation.state, error=message[:2000]
+        )
+        Experiment.objects.filter(pk=generation.experiment_id).update(status=Experiment.Status.FAILED)

@@ -59,7 +59,7 @@ def _run_and_continue(task, generation_id: int) -> None:
         # (run_step has done so already unless the limit struck outside the step itself).
         generation = Generation.objects.select_related("experiment").get(pk=generation_id)
         if generation.state in supervision.ACTIVE:
-            pipeline.fail_generation(generation, error)
+            supervision.fail_generation(generation, error)
     except Exception:
         supervision.end_delivery(generation_id)
         raise

@@ -21,7 +21,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from curation import tasks
 from curation.authentication import TokenAuthentication
-from curation.datasets import ensure_digits_dataset, real_summary
+from curation.datasets import real_summary
 from curation.datasets import import_image_folder
 from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, ExportForm
 from curation.exports import download
@@ -123,7 +123,6 @@ def _experiment_form(request, *, base, preset_name: str, cloned_from):
     else:
         name = f"{cloned_from.name} (copy)" if cloned_from else ""
         form = ExperimentForm(initial={"name": name}, base=base)
-    ensure_digits_dataset()
     return render(request, "curation/experiment_form.html", {
         "form": form, "presets": PRESET_CHOICES, "preset": preset_name, "cloned_from": cloned_from,
         "device": settings.OUROBOROS_DEVICE,
@@ -206,8 +205,9 @@ def experiment_plot(request, pk: int):
     series = {
         metric: {experiment.name: [(_number(g.metrics.get(metric)), 0.0) for g in generations]} for metric in CURVE_METRICS
     }
-    floor = experiment.real_floor.get("fd")
-    png = panel_png(CURVE_METRICS, series, references={"fd": floor} if floor else None, reference_label="real vs real")
+    floor = experiment.fd_floor
+    png = panel_png(CURVE_METRICS, series, references={"fd": floor["mean"]} if floor else None,
+                    reference_label="real vs real")
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=60"
     return response
@@ -313,7 +313,8 @@ def dataset_list(request):
                 else:
                     messages.success(request, f"Imported {dataset.image_count} images as {dataset.name!r}.")
                     return redirect("curation:dataset-list")
-    ensure_digits_dataset()
+    datasets = RealDataset.objects.order_by("name")
     return render(request, "curation/datasets.html", {
-        "form": form, "datasets": RealDataset.objects.order_by("name"), "max_side": MAX_SIDE,
+        "form": form, "datasets": datasets, "digits_stored": datasets.filter(name="digits").exists(),
+        "max_side": MAX_SIDE,
     }, status=413 if too_large else 400 if form.errors else 200)

@@ -1,4 +1,5 @@
-"""Real data for the loop: scikit-learn's bundled digits as images, and the pool/reservoir split."""
+"""Real data for the loop: scikit-learn's bundled digits as images, the train/curator/test split, and
+the pool/reservoir split of the training part."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ NO_LABEL = -1
 
 
 @dataclass(frozen=True)
-class RealDataset:
+class LabelledImages:
     """Images as float32 (N, C, H, W) in [0, 1]; labels as int64 (N,), NO_LABEL where unknown."""
 
     name: str
@@ -32,7 +33,7 @@ class RealDataset:
 DIGITS_LEVELS = 16
 
 
-def load_digits_dataset(size: int | None = None, seed: int = 0) -> RealDataset:
+def load_digits_dataset(size: int | None = None, seed: int = 0) -> LabelledImages:
     """scikit-learn's 1,797 handwritten 8x8 digits (no download), optionally a seeded subset."""
     from sklearn.datasets import load_digits
 
@@ -44,7 +45,60 @@ def load_digits_dataset(size: int | None = None, seed: int = 0) -> RealDataset:
             raise ValueError(f"digits has {len(images)} images; a size of {size} is not possible")
         keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:size])
         images, labels = images[keep], labels[keep]
-    return RealDataset(name="digits", images=images, labels=labels)
+    return LabelledImages(name="digits", images=images, labels=labels)
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Which real images each part of the loop may see, as sorted indices into the dataset.
+
+    `train`: what the loop trains on (its pool and fresh-data reservoir are drawn from it).
+    `curator`: what the simulated raters, the discriminator's real examples and the diversity guard
+    are fitted on. `test`: held out for evaluation only; no model is fitted on it.
+    """
+
+    train: np.ndarray
+    curator: np.ndarray
+    test: np.ndarray
+
+
+def split_dataset(
+    labels: np.ndarray, *, test_fraction: float = 0.3, curator_fraction: float = 0.15, seed: int = 0
+) -> DataSplit:
+    """A seeded split stratified by label (images without a label form a stratum of their own): each
+    label's images are shuffled and cut into test, curator and train shares of the given fractions."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+    for name, fraction in (("test_fraction", test_fraction), ("curator_fraction", curator_fraction)):
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"{name} must be above 0 and below 1, not {fraction}")
+    if test_fraction + curator_fraction >= 1.0:
+        raise ValueError(
+            f"test_fraction ({test_fraction}) and curator_fraction ({curator_fraction}) leave nothing to train on"
+        )
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "curator": [], "test": []}
+    for label in np.unique(labels):  # sorted, so the draws are the same however the data is ordered by label
+        members = rng.permutation(np.flatnonzero(labels == label))
+        test_count = _rounded(test_fraction * len(members))
+        curator_count = min(_rounded(curator_fraction * len(members)), len(members) - test_count)
+        parts["test"].append(members[:test_count])
+        parts["curator"].append(members[test_count : test_count + curator_count])
+        parts["train"].append(members[test_count + curator_count :])
+    split = {name: np.sort(np.concatenate(chunks)).astype(np.int64) if chunks else np.zeros(0, np.int64)
+             for name, chunks in parts.items()}
+    for name, indices in split.items():
+        if len(indices) == 0:
+            raise ValueError(
+                f"splitting {len(labels)} images (test {test_fraction:g}, curator {curator_fraction:g}) "
+                f"leaves no {name} images: the dataset is too small for these fractions"
+            )
+    return DataSplit(**split)
+
+
+def _rounded(value: float) -> int:
+    return int(np.floor(value + 0.5))  # half up: Python's round() sends 0.5 to 0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from training.config import ModelConfig, TrainConfig
+from training.files import temporary_beside, write_atomically
 from training.model import build_noise_scheduler, build_unet, resolve_device
 from training.progress import ProgressCallback, report
 
@@ -120,7 +121,7 @@ def train_unet(
             "train_config": asdict(train_config),
             "code_version": CODE_VERSION,
         }
-        tmp = state_path.with_suffix(".tmp")
+        tmp = temporary_beside(state_path)
         torch.save(state, tmp)
         os.replace(tmp, state_path)
 
@@ -168,7 +169,7 @@ def train_unet(
         "code_version": CODE_VERSION,
         "init_from": str(init_from) if init_from else None,
     }
-    _write_json_atomically(checkpoint_dir / CARD_FILE, card)
+    write_atomically(checkpoint_dir / CARD_FILE, json.dumps(card, indent=2))
     return TrainResult(checkpoint_dir, train_config.steps, loss_value, time.monotonic() - started, sha, start_step)
 
 
@@ -186,7 +187,23 @@ def _save_final(model, noise_scheduler, checkpoint_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def training_key(images: np.ndarray, model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """What a from-scratch training run is a function of: its images, its settings and the code. Two runs
+    with the same key train the same weights, so one can take the other's checkpoint."""
+    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    digest.update(json.dumps([model_config.to_dict(), asdict(train_config), CODE_VERSION], sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def copy_checkpoint(source: Path, destination: Path) -> None:
+    """Copy a finished checkpoint's weights, schedule and card (not its training state); the card, which
+    marks it finished, lands last."""
+    source, destination = Path(source), Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in (UNET_DIR, SCHEDULER_DIR):
+        tmp = temporary_beside(destination / name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source / name, tmp)
+        shutil.rmtree(destination / name, ignore_errors=True)
+        os.replace(tmp, destination / name)
+    write_atomically(destination / CARD_FILE, (source / CARD_FILE).read_bytes())

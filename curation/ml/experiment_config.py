@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curation.ml.policy import POLICIES, CurationConfig
+from curation.ml.policy import CURATING, POLICIES, CurationPolicy
 from curation.ml.raters import SimulatedRaterConfig
 from generation.config import SAMPLERS, SampleConfig
 from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, TrainConfig
@@ -85,7 +85,7 @@ class Bound:
             text = (f"a list of {self.length[0]} to {self.length[1]} whole numbers "
                     f"from {_number(self.low)} to {_number(self.high)}")
         else:
-            text = f"a list of {self.length[0]} to {self.length[1]} raters (threshold, noise, bias, seed)"
+            text = f"a list of {self.length[0]} to {self.length[1]} raters (threshold, noise, bias, seed, reject_real)"
         return text + (", or null" if self.optional else "")
 
     def check(self, name: str, value: Any) -> None:
@@ -192,6 +192,7 @@ BOUNDS: dict[str, Bound] = {
     "curation.threshold": _fraction,
     "curation.diversity_guard": Bound("bool"),
     "curation.guard_floor": _fraction,
+    "curation.match": Bound("choice", choices=CURATING),
     "rating.raters": Bound("choice", choices=RATER_KINDS),
     "rating.votes_per_sample": _int(1, 50),
     "rating.rating_budget": _int(0, MAX_IMAGES),
@@ -200,6 +201,7 @@ BOUNDS: dict[str, Bound] = {
     "rating.panel.noise": Bound("number", 0, 0.5),
     "rating.panel.bias": Bound("number", -1, 1),
     "rating.panel.seed": _int(0, MAX_SEED),
+    "rating.panel.reject_real": Bound("number", 0, 0.5, optional=True),
     "rating.gold_rate": Bound("number", 0, 0.99),
     "rating.gold_real_items": _int(0, 1000),
     "rating.gold_bad_items": _int(0, 1000),
@@ -247,11 +249,13 @@ def check_settings(data: Any, cls: type | None = None, *, name: str = "", bound:
 
 
 def default_panel() -> tuple[SimulatedRaterConfig, ...]:
-    # Three raters of differing strictness and care, as a real panel would be.
+    # Three raters of differing strictness and care, as a real panel would be, each calibrated to turn
+    # down 1-2% of real images it has not seen: their majority accepts at least 97% of held-out real
+    # digits (tests/curation/ml/test_raters.py), where fixed thresholds of 0.7-0.9 rejected 11-12%.
     return (
-        SimulatedRaterConfig(threshold=0.8, noise=0.05, bias=0.0, seed=1),
-        SimulatedRaterConfig(threshold=0.7, noise=0.10, bias=0.0, seed=2),
-        SimulatedRaterConfig(threshold=0.9, noise=0.15, bias=0.0, seed=3),
+        SimulatedRaterConfig(reject_real=0.01, noise=0.02, bias=0.0, seed=1),
+        SimulatedRaterConfig(reject_real=0.02, noise=0.03, bias=0.0, seed=2),
+        SimulatedRaterConfig(reject_real=0.015, noise=0.05, bias=0.0, seed=3),
     )
 
 
@@ -300,7 +304,9 @@ class ExperimentConfig:
     # The name of a stored real dataset: "digits" (the embedded default) or one imported by staff.
     dataset: str = "digits"
     dataset_size: int | None = None
-    pool_size: int = 1000
+    # G0's real images, drawn from the dataset's training split (digits: 988 of 1,797; the rest is held
+    # out for the curators and for evaluation).
+    pool_size: int = 800
     generations: int = 3
     samples_per_generation: int = 1000
     # Metrics use at least this many samples: on 256, FD has a floor near 0.95 even for real data.
@@ -319,7 +325,7 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     mix: MixConfig = MixConfig()
-    curation: CurationConfig = CurationConfig()
+    curation: CurationPolicy = CurationPolicy()
     rating: RatingConfig = RatingConfig()
 
     def __post_init__(self) -> None:
@@ -396,7 +402,7 @@ NESTED = {
     "train": TrainConfig,
     "sample": SampleConfig,
     "mix": MixConfig,
-    "curation": CurationConfig,
+    "curation": CurationPolicy,
     "rating": RatingConfig,
 }
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 # own holders of fitted models, and scikit-learn internals that the fitted models keep.
 TRUSTED_TYPES = (
     "curation.ml.discriminator.DiscriminatorFit",
+    "curation.ml.evaluation.Evaluation",
+    "curation.ml.raters.InkModel",
     "curation.ml.raters.RaterModel",
     "curation.ml.real.RealModels",
     "curation.ml.reference.ReferenceClassifier",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "training.data.DataSplit",
 )
 SUFFIX = ".skops"
 

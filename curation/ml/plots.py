@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import matplotlib
 
@@ -25,22 +25,48 @@ LABELS = {
     "discriminator_auc": "discriminator AUC (held-out votes)",
 }
 
-# One curve: a (mean, spread) point per generation; NaN means for generations without a value.
-Curve = Sequence[tuple[float, float]]
+# One curve: a point per generation, either (mean, spread), drawn as mean ± spread, or (mean, low, high),
+# an interval (e.g. statistics.Interval.band) drawn as a band; NaN for generations without a value.
+Point = Union[tuple[float, float], tuple[float, float, float]]
+Curve = Sequence[Point]
+# A reference level: a line, or (mean, low, high) for a line inside a grey band.
+Reference = Union[float, tuple[float, float, float]]
 
 
-def _draw(axes, metric: str, series: dict[str, Curve], reference: Optional[float], reference_label: str) -> None:
+def _band(points: Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """mean, low, high per point, and whether any point was an interval rather than a spread."""
+    mean, low, high = (np.full(len(points), np.nan) for _ in range(3))
+    intervals = False
+    for i, point in enumerate(points):
+        if len(point) == 3:
+            mean[i], low[i], high[i] = point
+            intervals = True
+        elif len(point) == 2:
+            mean[i] = point[0]
+            low[i], high[i] = point[0] - point[1], point[0] + point[1]
+        else:
+            raise ValueError(f"a curve point is (mean, spread) or (mean, low, high), got {point!r}")
+    return mean, low, high, intervals
+
+
+def _draw(axes, metric: str, series: dict[str, Curve], reference: Optional[Reference], reference_label: str) -> None:
     colours = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
     for n, (name, points) in enumerate(series.items()):
-        mean = np.array([p[0] for p in points], dtype=float)
-        spread = np.array([p[1] for p in points], dtype=float)
+        mean, low, high, intervals = _band(points)
         x = np.arange(len(points))
         style = "--" if "guard" in name else "-"
         axes.plot(x, mean, style, marker="o", markersize=3, color=colours(n % colours.N), label=name)
-        if np.any(spread > 0):
-            axes.fill_between(x, mean - spread, mean + spread, color=colours(n % colours.N), alpha=0.12, linewidth=0)
+        if np.any(high > low):
+            axes.fill_between(x, low, high, color=colours(n % colours.N), alpha=0.15 if intervals else 0.12,
+                              linewidth=0)
     if reference is not None:
-        axes.axhline(reference, color="grey", linestyle=":", linewidth=1, label=reference_label)
+        if np.ndim(reference) == 0:
+            level, low, high = float(reference), np.nan, np.nan
+        else:
+            level, low, high = (float(v) for v in reference)
+        if np.isfinite(low) and np.isfinite(high):
+            axes.axhspan(low, high, color="grey", alpha=0.15, linewidth=0)
+        axes.axhline(level, color="grey", linestyle=":", linewidth=1, label=reference_label)
     axes.set_title(LABELS.get(metric, metric), fontsize=10)
     axes.set_xlabel("generation")
     axes.xaxis.get_major_locator().set_params(integer=True)
@@ -54,9 +80,10 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def curves_png(metric: str, series: dict[str, Curve], *, reference: Optional[float] = None,
+def curves_png(metric: str, series: dict[str, Curve], *, reference: Optional[Reference] = None,
                reference_label: str = "") -> bytes:
-    """One metric, a curve per series (e.g. per study variant), with an optional reference line."""
+    """One metric, a curve per series (e.g. per study variant), each with its spread or interval band,
+    and an optional reference line (or band)."""
     figure, axes = plt.subplots(figsize=(9, 5))
     _draw(axes, metric, series, reference, reference_label)
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
@@ -64,7 +91,7 @@ def curves_png(metric: str, series: dict[str, Curve], *, reference: Optional[flo
 
 
 def panel_png(metrics: Sequence[str], series_by_metric: dict[str, dict[str, Curve]], *,
-              references: Optional[dict[str, float]] = None, reference_label: str = "") -> bytes:
+              references: Optional[dict[str, Reference]] = None, reference_label: str = "") -> bytes:
     """Several metrics side by side, three to a row (e.g. one experiment's curves)."""
     references = references or {}
     rows = -(-len(metrics) // 3)

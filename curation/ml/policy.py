@@ -2,7 +2,10 @@
 
 Policies: `none` accepts everything (the MAD baseline); `human` accepts what the votes accept;
 `discriminator` accepts what the vote-trained discriminator scores at or above the threshold;
-`human+discriminator` takes the votes where a sample has them and the discriminator elsewhere.
+`human+discriminator` takes the votes where a sample has them and the discriminator elsewhere;
+`random-matched` accepts as many samples as the policy named by `match` would, drawn uniformly at
+random: the control that tells what a curating policy's choice adds beyond the size of the training
+set it leaves (human curation can only accept the rated samples, so it trains on fewer).
 
 The diversity guard, which any policy can switch on, keeps curation from starving the rare modes:
 keeping only confident samples trades diversity for quality, and whole classes vanish. With the
@@ -15,24 +18,29 @@ places back to the groups that already have their share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-POLICIES = ("none", "human", "discriminator", "human+discriminator")
-REASONS = ("all", "human", "discriminator", "both", "guard")
+CURATING = ("human", "discriminator", "human+discriminator")
+POLICIES = ("none", *CURATING, "random-matched")
+REASONS = ("all", "human", "discriminator", "both", "guard", "random")
 
 
 @dataclass(frozen=True)
-class CurationConfig:
+class CurationPolicy:
     policy: str = "human+discriminator"
     threshold: float = 0.5
     diversity_guard: bool = False
     guard_floor: float = 0.25
+    # The policy whose number of acceptances `random-matched` copies (with its guard setting).
+    match: str = "human"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"unknown curation policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.match not in CURATING:
+            raise ValueError(f"random-matched copies one of {', '.join(CURATING)}, not {self.match!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"the acceptance threshold must be within [0, 1], not {self.threshold}")
         if not 0.0 <= self.guard_floor <= self.threshold:
@@ -40,7 +48,8 @@ class CurationConfig:
 
     @property
     def needs_discriminator(self) -> bool:
-        return self.policy in ("discriminator", "human+discriminator")
+        policy = self.match if self.policy == "random-matched" else self.policy
+        return policy in ("discriminator", "human+discriminator")
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class Decision:
 
 
 def curate(
-    config: CurationConfig,
+    config: CurationPolicy,
     *,
     vote_share: np.ndarray,
     discriminator_score: np.ndarray,
@@ -63,6 +72,14 @@ def curate(
     `discriminator_score` is P(accept) (NaN where there is no discriminator)."""
     count = len(vote_share)
     voted = ~np.isnan(vote_share)
+    if config.policy == "random-matched":
+        matched = curate(replace(config, policy=config.match), vote_share=vote_share,
+                         discriminator_score=discriminator_score, groups=groups, group_proportions=group_proportions,
+                         seed=seed)
+        score = np.random.default_rng(seed).random(count)
+        accepted = np.zeros(count, dtype=bool)
+        accepted[np.argsort(score, kind="stable")[: int(matched.accepted.sum())]] = True
+        return Decision(accepted=accepted, reason=np.where(accepted, "random", "").astype(object), score=score)
     if config.policy == "none":
         # No signal: rank at random so the guard (if on) draws each group's quota uniformly.
         score = np.random.default_rng(seed).random(count)

@@ -64,3 +64,16 @@ def test_the_admin_lists_searches_and_filters_every_model(client, experiment):
         assert model_admin.list_display != ("__str__",), f"{model.__name__} has no useful columns"
     page = client.get("/admin/curation/experiment/").content.decode()
     assert "augmentation" in page and f"/experiments/{experiment.pk}/" in page
+
+
+def test_pages_read_without_writing(staff_client, media_root):
+    """Showing the experiment form or the dataset list stores nothing: the built-in digits are stored
+    when an experiment first uses them."""
+    from curation.models import RealDataset, RealImage
+
+    RealImage.objects.all().delete()
+    RealDataset.objects.all().delete()
+    for url in ("/experiments/new/", "/datasets/"):
+        assert staff_client.get(url).status_code == 200
+    assert not RealDataset.objects.exists()
+    assert "stored when an experiment first uses it" in staff_client.get("/datasets/").content.decode()

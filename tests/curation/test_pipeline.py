@@ -8,6 +8,7 @@ from django.core.management import call_command
 
 from curation import pipeline, tasks
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
+from curation.datasets import dataset_split, real_models
 from curation.services import CurationError, create_experiment
 from tests.curation.factories import started_experiment
 
@@ -38,9 +39,12 @@ def test_a_two_generation_loop_through_celery_produces_everything_each_generatio
         assert Vote.objects.filter(sample__generation=g).count() == config.rating.rating_budget * config.rating.votes_per_sample
         assert DiscriminatorVersion.objects.filter(generation=g).count() == 1
         assert g.samples.filter(accepted__isnull=True).count() == 0
-        for name in ("fd", "precision", "recall", "density", "coverage", "classes_covered", "acceptance_rate"):
-            assert g.metrics[name] is not None, name
-        assert g.metrics["metric_samples"] == config.metric_samples
+        for name in ("fd", "kid", "precision", "recall", "density", "coverage", "memorization", "classes_covered",
+                     "acceptance_rate", "discriminator_heldout_auc"):
+            assert name in g.metrics, name
+        # Measured on the held-out test split at the floor's matched size, whatever metric_samples says.
+        assert g.metrics["metric_samples"] == real_models(experiment.dataset_id).evaluation.sample_size
+        assert g.metrics["discriminator_heldout_count"] == config.samples_per_generation - config.rating.rating_budget
         assert g.grid_image.name and g.checkpoint_sha256
 
     # G1 trained on exactly the configured mix: 100 real from the G0 pool, 100 accepted G0 samples.
@@ -65,7 +69,8 @@ def test_sampling_twice_never_duplicates_and_refills_exactly_what_is_missing(tin
     generation = pipeline.run_step(generation.pk)  # sample
     assert generation.state == Generation.State.RATING
     experiment.refresh_from_db()
-    assert experiment.real_floor["fd"] > 0  # set with the first metrics, whatever created the experiment
+    floor = experiment.real_floor["fd"]  # set with the first metrics, whatever created the experiment
+    assert 0 < floor["low"] <= floor["mean"] <= floor["high"] and experiment.real_floor["sample_size"] > 100
     before = dict(generation.samples.values_list("index", "sha256"))
     assert len(before) == tiny_config.samples_per_generation
 
@@ -91,7 +96,7 @@ def test_a_failed_step_is_recorded_with_its_reason_and_the_step_to_resume(tiny_c
 
 def test_a_fresh_loop_longer_than_its_reservoir_is_refused_up_front(tiny_config):
     config = tiny_config.replace(**{"mix.loop": "fresh", "mix.real_fraction": 0.5, "mix.train_size": 1000,
-                                    "pool_size": 1000, "generations": 3})
+                                    "pool_size": 400, "generations": 3})
     with pytest.raises(CurationError, match="can run 1 generation"):
         create_experiment(name="too fresh", config=config)
 
@@ -108,6 +113,8 @@ def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config, django
     assert len(fresh_sets[0]) == len(fresh_sets[1]) == 50
     assert not fresh_sets[0] & fresh_sets[1]
     assert not (fresh_sets[0] | fresh_sets[1]) & set(experiment.real_pool)
+    # Drawn from the training split only: the curator and test splits are never trained on.
+    assert (fresh_sets[0] | fresh_sets[1] | set(experiment.real_pool)) <= set(dataset_split(experiment.dataset_id).train)
 
 
 @pytest.mark.embedded
@@ -123,7 +130,8 @@ def test_run_experiment_writes_the_report(tmp_path):
         assert all(g[key] is not None for g in generations), key
     assert generations[0]["train_real"] == 300 and generations[0]["train_synthetic"] == 0
     assert generations[1]["train_real"] == 0 and generations[1]["train_synthetic"] > 0
-    assert report["real_floor"]["fd"] > 0
+    assert report["real_floor"]["fd"]["mean"] > 0
+    assert all(0 <= g["memorization"] <= 1 for g in generations)
     assert np.isfinite(generations[1]["fd"])
 
 

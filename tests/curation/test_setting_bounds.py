@@ -60,8 +60,8 @@ def test_the_form_the_api_and_the_command_line_give_the_same_message(client, sta
     with pytest.raises(CommandError, match=SAMPLES_MESSAGE):
         call_command("run_experiment", "--output", str(tmp_path / "r.json"), "--set", "samples_per_generation=1000000000")
     with pytest.raises(CommandError, match="rating.claim_minutes must be a number from 1 to 1,440"):
-        call_command("study", "--generations", "1", "--seeds", "1", "--output", str(tmp_path / "study"),
-                     "--set", "rating.claim_minutes=1e12")
+        call_command("study", "--name", "bounded", "--generations", "1", "--seeds", "1",
+                     "--output", str(tmp_path / "study"), "--set", "rating.claim_minutes=1e12")
     assert not Experiment.objects.exists()
 
 

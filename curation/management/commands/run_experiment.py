@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from curation import pipeline
+from training.files import write_atomically
 from curation.datasets import ensure_digits_dataset, real_models
 from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import PRESETS, ConfigError, preset
@@ -50,7 +50,8 @@ class Command(BaseCommand):
         models = real_models(experiment.dataset_id)
         generation = start_experiment(experiment=experiment)
         self.stdout.write(f"experiment {experiment.pk} '{name}': {config.generations} generation(s), "
-                          f"real-vs-real FD floor {models.real_floor['fd']:.3f}")
+                          f"real-vs-real FD floor on the held-out test split {models.real_floor['fd']['mean']:.3f} "
+                          f"[{models.real_floor['fd']['low']:.3f}, {models.real_floor['fd']['high']:.3f}]")
         output = Path(options["output"])
         while generation is not None:
             try:
@@ -95,7 +96,4 @@ class Command(BaseCommand):
 
     def _write(self, output: Path, experiment: Experiment) -> None:
         experiment.refresh_from_db()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(json.dumps(experiment_report(experiment), indent=2))
-        os.replace(tmp, output)
+        write_atomically(output, json.dumps(experiment_report(experiment), indent=2))

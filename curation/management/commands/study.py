@@ -1,9 +1,10 @@
-"""The collapse study: every loop variant side by side from the same G0, over several seeds."""
+"""The collapse study: every loop variant as ordinary experiments over several seeds, and its report."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -12,37 +13,87 @@ from tqdm import tqdm
 
 from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import ConfigError, preset
-from curation.ml.policy import POLICIES
-from curation.ml.study import StudyPlan, run_study, study_variants, write_outputs
+from curation.ml.study import StudyPlan, study_variants
+from curation.models import Study
+from curation.services import CurationError
+from curation.studies import create_study, plan_study, queue_study, run_study, study_progress, write_study_report
 from training.model import resolve_device
 
 
 class Command(BaseCommand):
     help = (
-        "Run the collapse study on digits with simulated raters: the uncurated fully-synthetic loop, every "
-        "curation policy with and without the diversity guard, and the augmentation, fresh and accumulate "
-        "loops, each over several seeds from the same G0. Writes report.md, metrics.csv and PNG plots to "
-        "--output. Interrupted runs resume where they stopped."
+        "Run the collapse study on a real dataset with simulated raters: each loop (fully-synthetic, augmentation, "
+        "fresh, accumulate) uncurated, with a size-matched random filter and with curation, plus a real-only "
+        "control, each over several seeds from the same G0. Every run is an ordinary experiment (see "
+        "/experiments/), carried out here (--workers) or by the Celery workers (--queue); the report (report.md, "
+        "headline.md, metrics.csv, plots with 95%% bands) is computed from their stored metrics into --output. "
+        "Run it again with the same --name to resume."
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--generations", type=int, required=True, help="Generations after G0 (G1..GN).")
-        parser.add_argument("--seeds", type=int, default=3, help="Number of seeds (0..S-1).")
-        parser.add_argument("--output", required=True, help="Study folder: results, report and plots go here.")
+        parser.add_argument("--name", required=True, help="The study's name; the same name resumes it.")
+        parser.add_argument("--output", required=True, help="Folder for the report, metrics.csv and plots.")
+        parser.add_argument("--generations", type=int, help="Generations after G0 (G1..GN); new studies only.")
+        parser.add_argument("--seeds", type=int, default=5, help="Number of seeds (0..S-1); default 5.")
         parser.add_argument("--preset", help="Configuration preset; default study-cpu on a CPU, study-gpu on CUDA.")
-        parser.add_argument("--workers", type=int, help="Steps run in parallel (default: one per 1-2 CPU cores).")
         parser.add_argument("--variants", help="Comma-separated subset of variant names (default: all).")
-        parser.add_argument("--best-policy", default="human+discriminator", choices=POLICIES[1:],
-                            help="The curation the augmentation, fresh and accumulate loops are run with.")
-        parser.add_argument("--best-without-guard", action="store_true", help="Run the best curation without the guard.")
+        parser.add_argument("--workers", type=int, help="Experiments run at once in this process (default: cores / 2).")
+        parser.add_argument("--queue", action="store_true",
+                            help="Hand the experiments to the Celery workers instead of running them here.")
+        parser.add_argument("--report-only", action="store_true", help="Write the report from what has finished.")
         add_set_argument(parser)
 
     def handle(self, *args, **options) -> None:
         device = resolve_device(settings.OUROBOROS_DEVICE)
-        name = options["preset"] or ("study-gpu" if device.type == "cuda" else "study-cpu")
+        study = self._study(options, device.type)
+        plan = StudyPlan.from_dict(study.plan)
+        done, total = study_progress(study)
+        self.stdout.write(f"study {study.name!r}: {len(plan.variants)} variants × {len(plan.seeds)} seeds × "
+                          f"G0..G{plan.generations - 1} = {study.experiments.count()} experiments; "
+                          f"{done}/{total} generations done")
+        started = time.monotonic()
+        if options["queue"]:
+            queued = queue_study(study=study)
+            self.stdout.write(f"queued {queued} experiment(s) for the Celery workers; when they are done, run this "
+                              "command again with --report-only")
+            return
+        if not options["report_only"]:
+            cores = os.cpu_count() or 1
+            workers = options["workers"] or max(1, cores // 2)
+            bar = tqdm(total=total, initial=done, unit="generation", desc="study")
+
+            def progress(done: int, total: int, message: str) -> None:
+                bar.total, bar.n = total, done
+                bar.set_postfix_str(message, refresh=False)
+                bar.refresh()
+
+            try:
+                stopped = run_study(study=study, workers=workers, progress=progress)
+            finally:
+                bar.close()
+            for experiment in stopped:
+                self.stderr.write(f"{experiment.name}: {experiment.status}")
+        import torch
+
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+        machine = f"{os.cpu_count()} CPU cores, {gpu}, {platform.system()} {platform.machine()}"
+        try:
+            report = write_study_report(study=study, output=Path(options["output"]), machine=machine,
+                                        device=device.type, seconds=time.monotonic() - started)
+        except CurationError as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(self.style.SUCCESS(f"wrote {report}"))
+
+    def _study(self, options, device: str) -> Study:
+        existing = Study.objects.filter(name=options["name"].strip()).first()
+        if existing is not None and options["generations"] is None:
+            return existing
+        if options["generations"] is None:
+            raise CommandError(f"no study named {options['name']!r} yet: give --generations to plan one")
         if options["generations"] < 1 or options["seeds"] < 1:
             raise CommandError("--generations and --seeds must be at least 1")
-        variants = study_variants(options["best_policy"], not options["best_without_guard"])
+        name = options["preset"] or ("study-gpu" if device == "cuda" else "study-cpu")
+        variants = study_variants()
         if options["variants"]:
             wanted = [v.strip() for v in options["variants"].split(",") if v.strip()]
             known = {v.name: v for v in variants}
@@ -51,43 +102,9 @@ class Command(BaseCommand):
                 raise CommandError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
             variants = [known[w] for w in wanted]
         try:
-            plan = StudyPlan(
-                base=preset(name).replace(**parse_set(options["set"])),
-                variants=tuple(variants),
-                seeds=tuple(range(options["seeds"])),
-                generations=options["generations"] + 1,
-                output=Path(options["output"]),
-                device=device.type,
-                preset=name,
-            )
-            plan.validate()
-        except ConfigError as error:
+            plan = plan_study(base=preset(name).replace(**parse_set(options["set"])), variants=variants,
+                              seeds=list(range(options["seeds"])), generations=options["generations"] + 1,
+                              preset=name)
+            return create_study(name=options["name"], plan=plan)
+        except (ConfigError, CurationError) as error:
             raise CommandError(f"invalid study: {error}") from error
-        cores = os.cpu_count() or 1
-        workers = options["workers"] or (min(8, max(1, cores // 2)) if device.type == "cuda" else max(1, cores // 1))
-        jobs = len(plan.seeds) * (1 + len(plan.variants) * plan.generations)
-        self.stdout.write(
-            f"study: {len(plan.variants)} variants × {len(plan.seeds)} seeds × G0..G{plan.generations - 1} "
-            f"({jobs} steps), preset {name}, device {device.type}, {workers} worker(s) → {plan.output}"
-        )
-        bar = tqdm(total=jobs, unit="step", desc="study")
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.n = done
-            bar.set_postfix_str(message[-50:], refresh=False)
-            bar.refresh()
-
-        try:
-            run = run_study(plan, workers=workers, progress=progress)
-        except ConfigError as error:
-            raise CommandError(f"invalid study: {error}") from error
-        finally:
-            bar.close()
-        import torch
-
-        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-        machine = f"{cores} CPU cores, {gpu}, {platform.system()} {platform.machine()}"
-        judged = write_outputs(run, machine=machine)
-        better = [name for name, j in judged.items() if j["better"]]
-        self.stdout.write(f"finished in {run.seconds / 60:.1f} min; variants better than G0: {', '.join(better) or 'none'}")
-        self.stdout.write(self.style.SUCCESS(f"wrote {plan.output / 'report.md'}"))

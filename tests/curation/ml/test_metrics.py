@@ -7,8 +7,8 @@ from curation.ml.metrics import (
     class_histogram,
     classes_covered,
     frechet_distance,
+    kernel_distance,
     precision_recall_density_coverage,
-    real_floor_frechet_distance,
     sample_metrics,
 )
 from curation.ml.reference import ReferenceClassifier
@@ -68,9 +68,22 @@ def test_blur_raises_frechet_distance_and_lowers_precision(digits, reference):
     assert soft["precision"] < sharp["precision"]
 
 
-def test_the_real_floor_is_small_but_above_zero(digits, reference):
-    floor = real_floor_frechet_distance(reference.features(digits.images))
-    assert 0.0 < floor < 1.0
+def test_the_kernel_distance_is_the_unbiased_mmd_with_the_cubic_kernel_worked_by_hand():
+    # d = 2, k(x, y) = (x.y / 2 + 1)^3. Within {(2,0), (2,0)}: k = (4/2 + 1)^3 = 27 (the pair of
+    # distinct members; k(x, x) is left out). Within {(0,0), (0,0)}: 1. Across: 1. 27 + 1 - 2 = 26.
+    assert kernel_distance(np.array([[2.0, 0.0], [2.0, 0.0]]), np.zeros((2, 2))) == pytest.approx(26.0)
+    # Within {(1,0), (0,1)}: 1; within {(1,1), (0,0)}: 1; across: (1.5^3 + 1 + 1.5^3 + 1) / 4 = 2.1875.
+    # 1 + 1 - 2 * 2.1875 = -2.375: unbiased, it can go below zero.
+    a, b = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 1.0], [0.0, 0.0]])
+    assert kernel_distance(a, b) == pytest.approx(-2.375)
+    assert kernel_distance(b, a) == pytest.approx(-2.375)
+
+
+def test_the_kernel_distance_is_near_zero_for_one_distribution_and_large_for_a_shifted_one():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+    assert abs(kernel_distance(a, b)) < 0.05
+    assert kernel_distance(a, b + 2.0) > 1.0
 
 
 def test_the_class_histogram_counts_every_class_and_covered_means_above_two_percent():
@@ -84,3 +97,21 @@ def test_unlabelled_data_gets_cluster_groups(digits):
     reference = ReferenceClassifier.fit(digits.images[:300], unlabelled)
     assert len(reference.classes) == 10
     assert reference.features(digits.images[:5]).shape == (5, 128)
+
+
+def test_precision_recall_density_coverage_match_the_reference_implementation():
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    from curation.ml.metrics import precision_recall_density_coverage
+
+    rng = np.random.default_rng(3)
+    for real_count, fake_count, shift in ((120, 120, 0.0), (90, 150, 0.3), (40, 25, 1.0)):
+        real = np.maximum(rng.standard_normal((real_count, 32)), 0)
+        fake = np.maximum(rng.standard_normal((fake_count, 32)) + shift, 0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            expected = compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
+        got = precision_recall_density_coverage(real, fake)
+        assert got == pytest.approx({name: float(value) for name, value in expected.items()}, abs=1e-12)

@@ -3,19 +3,20 @@
 import numpy as np
 import pytest
 
-from curation.ml.policy import CurationConfig, curate, quotas
+from curation.ml.policy import CurationPolicy, curate, quotas
 
 NAN = np.nan
 
 
-def decide(policy, votes, scores, groups=None, proportions=None, **kwargs):
+def decide(policy, votes, scores, groups=None, proportions=None, seed=0, **kwargs):
     groups = np.zeros(len(votes), dtype=int) if groups is None else groups
     return curate(
-        CurationConfig(policy=policy, **kwargs),
+        CurationPolicy(policy=policy, **kwargs),
         vote_share=np.array(votes, dtype=float),
         discriminator_score=np.array(scores, dtype=float),
         groups=groups,
         group_proportions=proportions or {0: 1.0},
+        seed=seed,
     )
 
 
@@ -39,6 +40,23 @@ def test_human_plus_discriminator_uses_votes_where_present_and_the_discriminator
     decision = decide("human+discriminator", [1.0, 0.0, NAN, NAN, 1.0], [0.9, 0.9, 0.7, 0.3, 0.1])
     assert decision.accepted.tolist() == [True, False, True, False, True]
     assert decision.reason.tolist() == ["both", "", "discriminator", "", "human"]
+
+
+def test_random_matched_accepts_as_many_as_the_matched_policy_at_random():
+    rng = np.random.default_rng(7)  # (not the curation seed's stream, which would mirror the rated ones)
+    votes = np.where(rng.random(200) < 0.3, rng.random(200), NAN)  # 30% rated, as human curation sees them
+    scores = rng.random(200)
+    human = decide("human", votes, scores)
+    chosen = [decide("random-matched", votes, scores, seed=s) for s in range(3)]
+    assert all(c.accepted.sum() == human.accepted.sum() for c in chosen)
+    assert set(chosen[0].reason) == {"random", ""}
+    # Drawn from every sample, rated or not, and differently for each seed (the curation seed).
+    assert np.isnan(votes[chosen[0].accepted]).any()
+    assert not np.array_equal(chosen[0].accepted, chosen[1].accepted)
+    both = decide("human+discriminator", votes, scores)
+    assert decide("random-matched", votes, scores, match="human+discriminator").accepted.sum() == both.accepted.sum()
+    assert CurationPolicy(policy="random-matched", match="discriminator").needs_discriminator
+    assert not CurationPolicy(policy="random-matched").needs_discriminator
 
 
 def test_quotas_share_a_total_exactly_in_proportion():
@@ -76,7 +94,8 @@ def test_the_guard_never_accepts_below_its_floor():
 
 
 @pytest.mark.parametrize("kwargs, message", [({"policy": "vibes"}, "unknown curation policy"),
-                                             ({"threshold": 2}, "threshold"), ({"guard_floor": 0.9}, "guard floor")])
+                                             ({"threshold": 2}, "threshold"), ({"guard_floor": 0.9}, "guard floor"),
+                                             ({"match": "none"}, "random-matched copies one of")])
 def test_bad_curation_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CurationConfig(**kwargs)
+        CurationPolicy(**kwargs)

@@ -1,0 +1,214 @@
+"""Studies: ordinary experiments, one per variant and seed, run by the product's own pipeline.
+
+`create_study` makes (or completes) the experiments of a plan and starts them; `run_study` carries
+them out in this process with a pool of worker processes, or `queue_study` hands them to the Celery
+workers like any experiment; `write_study_report` computes the report from their stored metrics.
+Every step is the pipeline's: a study resumes wherever its experiments stand.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+from django.db import connections, transaction
+
+from curation.datasets import dataset_split, ensure_digits_dataset
+from curation.images import media_path
+from curation.ml.experiment_config import ExperimentConfig
+from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
+from curation.models import Experiment, Generation, RealDataset, Study
+from curation.services import CurationError, create_experiment, start_experiment
+from training.files import write_atomically
+from training.progress import ProgressCallback
+
+State = Generation.State
+TERMINAL = (State.DONE, State.FAILED, State.CANCELLED)
+
+
+def plan_study(*, base: ExperimentConfig, variants: list[Variant], seeds: list[int], generations: int,
+               preset: str = "") -> StudyPlan:
+    """A plan on the stored dataset `base` names: its training split, less the pool, is what fresh loops draw."""
+    dataset = ensure_digits_dataset() if base.dataset == "digits" else RealDataset.objects.filter(name=base.dataset).first()
+    if dataset is None:
+        raise CurationError(f"no dataset named {base.dataset!r}")
+    train = len(dataset_split(dataset.pk).train)
+    if base.pool_size > train:
+        raise CurationError(f"the pool ({base.pool_size}) is larger than {dataset.name}'s training split ({train} images)")
+    plan = StudyPlan(base=base, variants=tuple(variants), seeds=tuple(seeds), generations=generations,
+                     reservoir=train - base.pool_size, preset=preset)
+    plan.validate()
+    return plan
+
+
+def create_study(*, name: str, plan: StudyPlan, created_by=None) -> Study:
+    """The study named `name` with an experiment for every variant and seed of `plan`, started. Calling
+    it again with the same plan (or more seeds or variants of it) adds only what is missing."""
+    name = name.strip()
+    if not name:
+        raise CurationError("a study needs a name")
+    with transaction.atomic():
+        study, created = Study.objects.get_or_create(name=name, defaults={"plan": plan.to_dict(),
+                                                                          "created_by": created_by})
+        if not created:
+            stored = StudyPlan.from_dict(study.plan)
+            if (stored.base, stored.generations) != (plan.base, plan.generations):
+                raise CurationError(f"study {name!r} exists with other settings or generations: resume it as it was "
+                                    "planned, or choose another name")
+            merged = StudyPlan(base=plan.base, generations=plan.generations, reservoir=plan.reservoir,
+                               preset=plan.preset, seeds=tuple(dict.fromkeys(stored.seeds + plan.seeds)),
+                               variants=tuple(dict.fromkeys(stored.variants + plan.variants)))
+            study.plan = merged.to_dict()
+            study.save(update_fields=["plan"])
+    for variant in plan.variants:
+        for seed in plan.seeds:
+            _experiment(study, plan, variant, seed, created_by)
+    return study
+
+
+def _experiment(study: Study, plan: StudyPlan, variant: Variant, seed: int, created_by) -> Experiment:
+    existing = study.experiments.filter(study_variant=variant.name, study_seed=seed).first()
+    if existing is None:
+        existing = create_experiment(name=f"{study.name} · {variant.name} · seed {seed}", config=plan.config(variant, seed),
+                                     created_by=created_by, study=study, study_variant=variant.name, study_seed=seed)
+    if existing.status == Experiment.Status.DRAFT:
+        start_experiment(experiment=existing)
+    return existing
+
+
+def study_progress(study: Study) -> tuple[int, int]:
+    """Generations done, of all the study's experiments will run."""
+    plan = StudyPlan.from_dict(study.plan)
+    total = study.experiments.count() * plan.generations
+    done = Generation.objects.filter(experiment__study=study, state=State.DONE).count()
+    return done, total
+
+
+def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCallback] = None) -> list[Experiment]:
+    """Carry out every unfinished experiment of the study here, `workers` experiments at a time, each in a
+    process of its own running the pipeline's steps. Experiments of the first variant go first, one per
+    seed, so that the G0 they share is trained once (the others find it in the training cache). Returns
+    the experiments that did not finish (failed or cancelled), for the caller to report."""
+    pending = [e.pk for e in study.experiments.order_by("study_variant", "study_seed")
+               if e.status == Experiment.Status.RUNNING]
+    plan = StudyPlan.from_dict(study.plan)
+    order = {v.name: n for n, v in enumerate(plan.variants)}
+    seeds = {e.pk: (order.get(e.study_variant, len(order)), e.study_seed) for e in study.experiments.all()}
+    pending.sort(key=lambda pk: seeds[pk])
+    if workers <= 1:  # here, in this process (and its database connection: a test's database too)
+        for n, pk in enumerate(pending):
+            _run_experiment(pk)
+            if progress is not None:
+                done, total = study_progress(study)
+                progress(done, total, f"{n + 1}/{len(pending)} experiments finished")
+        return list(study.experiments.exclude(status=Experiment.Status.DONE))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    connections.close_all()  # the workers open their own
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_run_experiment, pk): pk for pk in pending}
+        while futures:
+            finished = [f for f in futures if f.done()]
+            for future in finished:
+                futures.pop(future).result()  # a worker's exception stops the study with its traceback
+            if progress is not None:
+                done, total = study_progress(study)
+                progress(done, total, f"{len(pending) - len(futures)}/{len(pending)} experiments finished")
+            if futures:
+                time.sleep(1.0)
+    return list(study.experiments.exclude(status=Experiment.Status.DONE))
+
+
+def _start_worker(threads: int) -> None:
+    import django
+    import torch
+
+    django.setup()
+    torch.set_num_threads(threads)
+
+
+def _run_experiment(experiment_id: int) -> str:
+    """Run an experiment's steps until it is done or stops (failed, paused, cancelled)."""
+    from curation.pipeline import run_generation
+
+    while True:
+        experiment = Experiment.objects.get(pk=experiment_id)
+        if experiment.status != Experiment.Status.RUNNING:
+            return experiment.status
+        generation = experiment.generations.exclude(state__in=TERMINAL).order_by("index").first()
+        if generation is None:
+            return experiment.status
+        before = generation.state
+        generation = run_generation(generation.pk)
+        if generation.state == before:  # waiting (cannot happen with simulated raters) or stopped
+            return Experiment.objects.get(pk=experiment_id).status
+
+
+def queue_study(*, study: Study) -> int:
+    """Hand every running experiment's current step to the Celery workers. Returns how many were queued."""
+    from curation import tasks
+    from curation.services import current_generation
+
+    queued = 0
+    for experiment in study.experiments.filter(status=Experiment.Status.RUNNING):
+        generation = current_generation(experiment)
+        if generation is not None and generation.state not in TERMINAL:
+            with transaction.atomic():
+                tasks.enqueue(generation.pk)
+            queued += 1
+    return queued
+
+
+def study_results(study: Study) -> dict:
+    """(variant, seed, generation) -> the generation's stored metrics, for every finished generation."""
+    rows = Generation.objects.filter(experiment__study=study, state=State.DONE).values_list(
+        "experiment__study_variant", "experiment__study_seed", "index", "metrics")
+    return {(variant, seed, index): metrics for variant, seed, index, metrics in rows}
+
+
+def write_study_report(*, study: Study, output: Path, seconds: float, machine: str, device: str) -> Path:
+    """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under `output`."""
+    from curation.ml.plots import curves_png
+    from curation.ml.study import HEADLINE, headline_markdown
+
+    plan = StudyPlan.from_dict(study.plan)
+    results = study_results(study)
+    if not results:
+        raise CurationError(f"study {study.name!r} has no finished generation yet: nothing to report")
+    experiment = study.experiments.exclude(real_floor={}).first()
+    floor = experiment.real_floor if experiment is not None else {}
+    output.mkdir(parents=True, exist_ok=True)
+    found = comparisons(plan, results)
+    plots = []
+    for metric in (*HEADLINE, "kid", "acceptance_rate"):
+        entry = floor.get(metric)
+        reference = (entry["mean"], entry["low"], entry["high"]) if isinstance(entry, dict) else None
+        name = f"plot-{metric}.png"
+        write_atomically(output / name, curves_png(metric, curve_series(plan, results, metric), reference=reference,
+                                         reference_label="real vs real"))
+        plots.append(name)
+    write_atomically(output / "metrics.csv", metrics_csv(plan, results).encode())
+    _copy_grids(study, plan, output / "grids")
+    write_atomically(output / "headline.md", headline_markdown(plan, results, floor).encode())
+    step_seconds = sum(sum(g.values()) for g in Generation.objects.filter(experiment__study=study).values_list(
+        "timings", flat=True))
+    report = report_markdown(plan, results, floor, found, seconds=seconds, step_seconds=step_seconds, machine=machine,
+                             device=device, plots=plots)
+    write_atomically(output / "report.md", report.encode())
+    return output / "report.md"
+
+
+def _copy_grids(study: Study, plan: StudyPlan, folder: Path) -> None:
+    """Sample grids of the first seed: G0, and each variant's last finished generation."""
+    seed = plan.seeds[0]
+    for variant in plan.variants:
+        finished = Generation.objects.filter(experiment__study=study, experiment__study_variant=variant.name,
+                                             experiment__study_seed=seed, state=State.DONE).exclude(grid_image="")
+        for generation in {finished.order_by("index").first(), finished.order_by("-index").first()} - {None}:
+            name = "g00-shared.png" if generation.index == 0 else f"g{generation.index:02d}-{variant.name.replace('/', '--')}.png"
+            write_atomically(folder / name, media_path(generation.grid_image.name).read_bytes())

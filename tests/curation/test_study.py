@@ -1,0 +1,138 @@
+"""The collapse study: ordinary experiments run by the pipeline, sharing each seed's G0, resumable, and a
+report whose statistics come from their stored metrics."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from curation.ml.experiment_config import preset
+from curation.ml.study import StudyPlan, Variant, comparisons, report_generations, study_variants
+from curation.models import Experiment, Generation, Study
+from curation.services import CurationError
+from curation.studies import create_study, plan_study, run_study, study_results, write_study_report
+
+pytestmark = pytest.mark.django_db
+
+TWO = ("fully-synthetic/none", "fully-synthetic/random(human)")
+
+
+def tiny_plan(variants=TWO, seeds=(0, 1), generations=2) -> StudyPlan:
+    chosen = {v.name: v for v in study_variants()}
+    base = preset("digits-tiny").replace(continue_training=True, continue_steps=10)
+    return plan_study(base=base, variants=[chosen[name] for name in variants], seeds=list(seeds),
+                      generations=generations, preset="digits-tiny")
+
+
+def test_the_variants_cover_every_loop_with_its_baselines():
+    names = [v.name for v in study_variants()]
+    for loop in ("fully-synthetic", "augmentation", "fresh", "accumulate"):
+        assert f"{loop}/none" in names and f"{loop}/random(human+disc)" in names
+    for policy in ("human", "disc", "human+disc"):
+        assert f"fully-synthetic/{policy}" in names and f"fully-synthetic/{policy}+guard" in names
+    assert "fully-synthetic/random(human)" in names and names[-1] == "real-only/none"
+    assert len(names) == len(set(names)) == 19
+
+
+def test_each_variant_runs_the_settings_it_names():
+    plan = tiny_plan(variants=[v.name for v in study_variants()], generations=3)
+    configs = {v.name: plan.config(v, 7) for v in plan.variants}
+    assert all(c.seed == 7 and c.generations == 3 and c.rating.raters == "simulated" for c in configs.values())
+    assert configs["fully-synthetic/none"].mix.real_fraction == 0.0
+    matched = configs["fully-synthetic/random(human)"].curation
+    assert (matched.policy, matched.match) == ("random-matched", "human")
+    assert configs["real-only/none"].mix.real_fraction == 1.0
+    fresh = configs["fresh/none"].mix
+    assert fresh.loop == "fresh" and fresh.real_count * 2 <= plan.reservoir  # two fresh draws fit its reservoir
+    assert configs["accumulate/none"].mix.accumulate and not configs["augmentation/none"].mix.accumulate
+
+
+def test_a_study_is_experiments_that_share_each_seeds_g0_and_resume(tmp_path):
+    study = create_study(name="tiny", plan=tiny_plan())
+    experiments = list(study.experiments.all())
+    assert len(experiments) == 4 and all(e.status == Experiment.Status.RUNNING for e in experiments)
+    assert run_study(study=study, workers=1) == []
+    g0 = {(g.experiment.study_variant, g.experiment.study_seed): g
+          for g in Generation.objects.filter(experiment__study=study, index=0).select_related("experiment")}
+    # One G0 per seed: trained once, the other variant took the same weights from the training cache.
+    for seed in (0, 1):
+        assert g0[(TWO[0], seed)].checkpoint_sha256 == g0[(TWO[1], seed)].checkpoint_sha256
+    assert g0[(TWO[0], 0)].checkpoint_sha256 != g0[(TWO[0], 1)].checkpoint_sha256
+    results = study_results(study)
+    assert len(results) == 8 and all(0 <= r["memorization"] <= 1 and r["fd"] >= 0 for r in results.values())
+    # The random filter accepted as many samples as human curation would have, not all of them.
+    g1 = results[(TWO[1], 0, 1)]
+    assert g1["accepted"] < results[(TWO[0], 0, 1)]["accepted"] and set(g1["accept_reasons"]) <= {"random"}
+
+    # Asked again, nothing is redone.
+    finished = {g.pk: g.finished_at for g in Generation.objects.filter(experiment__study=study)}
+    assert create_study(name="tiny", plan=tiny_plan()).pk == study.pk and study.experiments.count() == 4
+    run_study(study=study, workers=1)
+    assert {g.pk: g.finished_at for g in Generation.objects.filter(experiment__study=study)} == finished
+
+    report = write_study_report(study=study, output=tmp_path, seconds=1.0, machine="test", device="cpu")
+    text = report.read_text()
+    assert "held-out test split" in text and "| real vs real (floor) |" in text
+    assert "| fully-synthetic/random(human) |" in text
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and {r["variant"] for r in rows} == set(TWO)
+    assert (tmp_path / "plot-fd.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_study_name_cannot_be_reused_for_other_settings():
+    create_study(name="taken", plan=tiny_plan(variants=TWO[:1], seeds=(0,)))
+    other = tiny_plan(variants=TWO[:1], seeds=(0,), generations=3)
+    with pytest.raises(CurationError, match="exists with other settings"):
+        create_study(name="taken", plan=other)
+    # More seeds of the same plan join it.
+    create_study(name="taken", plan=tiny_plan(variants=TWO[:1], seeds=(0, 1)))
+    assert Study.objects.get(name="taken").experiments.count() == 2
+
+
+def test_the_command_runs_a_study_and_refuses_bad_ones(tmp_path, capsys):
+    call_command("study", "--name", "cli", "--generations", "1", "--seeds", "1", "--preset", "digits-tiny",
+                 "--variants", TWO[0], "--workers", "1", "--output", str(tmp_path), "--set", "continue_training=true",
+                 "--set", "continue_steps=10")
+    assert (tmp_path / "report.md").exists() and (tmp_path / "headline.md").exists()
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="unknown variant"):
+        call_command("study", "--name", "x", "--generations", "1", "--output", str(tmp_path), "--variants", "loop/no")
+    with pytest.raises(CommandError, match="must be JSON"):
+        call_command("study", "--name", "x", "--generations", "1", "--output", str(tmp_path), "--set", "seed=zero")
+    with pytest.raises(CommandError, match="real_fraction"):
+        call_command("study", "--name", "x", "--generations", "1", "--output", str(tmp_path),
+                     "--set", "mix.real_fraction=2")
+    with pytest.raises(CommandError, match="no study named"):
+        call_command("study", "--name", "never planned", "--output", str(tmp_path), "--report-only")
+
+
+def synthetic_results(plan: StudyPlan, shift: float, noise: float = 0.01) -> dict:
+    """Per-generation metrics where the curated variant's FD is `shift` above the uncurated one's."""
+    rng = np.random.default_rng(0)
+    results = {}
+    for variant in plan.variants:
+        for seed in plan.seeds:
+            for g in range(plan.generations):
+                fd = 1.0 + 0.1 * g + (shift * g if variant.policy != "none" else 0.0) + noise * rng.standard_normal()
+                results[(variant.name, seed, g)] = {"fd": fd, "precision": 0.9, "recall": 0.9, "coverage": 0.9,
+                                                    "memorization": 0.05}
+    return results
+
+
+def test_the_report_calls_a_difference_only_when_its_corrected_interval_excludes_zero():
+    plan = StudyPlan(base=preset("digits-tiny"), seeds=tuple(range(5)), generations=6, reservoir=600,
+                     variants=(Variant("fully-synthetic", "none"), Variant("fully-synthetic", "human")))
+    assert report_generations(plan) == [5]
+    found = {(c.label, c.metric): c for c in comparisons(plan, synthetic_results(plan, shift=0.2))}
+    worse = found[("fully-synthetic/human G5 − fully-synthetic/none G5", "fd")]
+    assert worse.verdict == "worse" and worse.adjusted_interval.low > 0
+    # Metrics that do not move are no difference; one family holds every comparison.
+    assert found[("fully-synthetic/human G5 − G0", "precision")].verdict == "no difference"
+    assert len(found) == 3 * 5
+    # A shift lost in the noise is not called.
+    quiet = {(c.label, c.metric): c for c in comparisons(plan, synthetic_results(plan, shift=0.001, noise=0.2))}
+    assert quiet[("fully-synthetic/human G5 − fully-synthetic/none G5", "fd")].verdict == "no difference"
