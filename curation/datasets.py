@@ -19,7 +19,8 @@ from curation.ml.real import RealModels, fit_real_models
 from curation.models import RealDataset, RealImage
 from training.data import NO_LABEL, DataSplit, load_digits_dataset, split_dataset
 
-MODEL_VERSION = 4  # 2: RealModels moved to curation.ml.real; 3: skops, not pickle; 4: fitted on the held-out split
+MODEL_VERSION = 5  # 2: RealModels moved to curation.ml.real; 3: skops, not pickle; 4: fitted on the held-out split;
+# 5: raters score typicality (class, ink, superposition)
 
 
 def ensure_digits_dataset() -> RealDataset:

@@ -9,6 +9,7 @@ TRUSTED_TYPES = (
     "curation.ml.discriminator.DiscriminatorFit",
     "curation.ml.evaluation.Evaluation",
     "curation.ml.raters.InkModel",
+    "curation.ml.raters.InkModel",
     "curation.ml.raters.RaterModel",
     "curation.ml.real.RealModels",
     "curation.ml.reference.ReferenceClassifier",
