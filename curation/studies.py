@@ -18,6 +18,7 @@ from typing import Optional
 from django.db import connections, transaction
 
 from curation.datasets import dataset_split, ensure_digits_dataset
+from curation import study_worker
 from curation.images import media_path
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
@@ -101,7 +102,7 @@ def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCall
     pending.sort(key=lambda pk: seeds[pk])
     if workers <= 1:  # here, in this process (and its database connection: a test's database too)
         for n, pk in enumerate(pending):
-            _run_experiment(pk)
+            run_experiment(pk)
             if progress is not None:
                 done, total = study_progress(study)
                 progress(done, total, f"{n + 1}/{len(pending)} experiments finished")
@@ -109,13 +110,14 @@ def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCall
     threads = max(1, (os.cpu_count() or 1) // workers)
     connections.close_all()  # the workers open their own
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=study_worker.start,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(_run_experiment, pk): pk for pk in pending}
+        futures = {pool.submit(study_worker.run_experiment, pk): pk for pk in pending}
         while futures:
             finished = [f for f in futures if f.done()]
             for future in finished:
-                futures.pop(future).result()  # a worker's exception stops the study with its traceback
+                futures.pop(future)
+                future.result()  # a worker's exception stops the study with its traceback
             if progress is not None:
                 done, total = study_progress(study)
                 progress(done, total, f"{len(pending) - len(futures)}/{len(pending)} experiments finished")
@@ -124,15 +126,7 @@ def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCall
     return list(study.experiments.exclude(status=Experiment.Status.DONE))
 
 
-def _start_worker(threads: int) -> None:
-    import django
-    import torch
-
-    django.setup()
-    torch.set_num_threads(threads)
-
-
-def _run_experiment(experiment_id: int) -> str:
+def run_experiment(experiment_id: int) -> str:
     """Run an experiment's steps until it is done or stops (failed, paused, cancelled)."""
     from curation.pipeline import run_generation
 

@@ -136,3 +136,21 @@ def test_the_report_calls_a_difference_only_when_its_corrected_interval_excludes
     # A shift lost in the noise is not called.
     quiet = {(c.label, c.metric): c for c in comparisons(plan, synthetic_results(plan, shift=0.001, noise=0.2))}
     assert quiet[("fully-synthetic/human G5 − fully-synthetic/none G5", "fd")].verdict == "no difference"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_workers_run_a_studys_experiments_in_processes_of_their_own(monkeypatch, media_root, tmp_path):
+    """`--workers 2`: spawned processes (a fresh interpreter each) set Django up and run the pipeline on
+    the same database and media as the parent."""
+    from django.conf import settings
+
+    from tests.conftest import database_url
+
+    study = create_study(name="parallel", plan=tiny_plan(seeds=(0,), generations=2))
+    for name, value in (("DATABASE_URL", database_url()), ("MEDIA_ROOT", str(media_root)),
+                        ("OUROBOROS_VAR_DIR", str(settings.VAR_DIR))):
+        monkeypatch.setenv(name, value)  # what the spawned workers read their settings from
+    assert run_study(study=study, workers=2) == []
+    assert set(study.experiments.values_list("status", flat=True)) == {Experiment.Status.DONE}
+    assert len(study_results(study)) == 4
