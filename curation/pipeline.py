@@ -109,7 +109,9 @@ def _checkpoint_dir(generation: Generation) -> str:
 
 def training_images(generation: Generation) -> np.ndarray:
     experiment = generation.experiment
-    members = list(generation.training_members.values_list("real_image_id", "sample__image"))
+    # In the order the mix recorded them: without an order PostgreSQL may return the rows in any order,
+    # and the order is part of what a training run is (its batches, and its key in the training cache).
+    members = list(generation.training_members.order_by("pk").values_list("real_image_id", "sample__image"))
     real_ids = [r for r, _ in members if r is not None]
     sample_paths = [p for r, p in members if r is None]
     parts = [real_arrays(experiment.dataset_id).subset(real_ids)] if real_ids else []
