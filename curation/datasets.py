@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.db import transaction
 
+from curation.errors import CurationError
 from curation.images import encode_png, media_path, read_images, sha256, write_atomically
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.real import RealModels, fit_real_models
@@ -30,6 +31,16 @@ def ensure_digits_dataset() -> RealDataset:
         return existing
     data = load_digits_dataset()
     return import_arrays(name="digits", source="sklearn.datasets.load_digits", images=data.images, labels=data.labels)
+
+
+def dataset_named(name: str) -> RealDataset:
+    """The stored dataset called `name` (the embedded digits are stored on first use); a CurationError
+    naming the stored ones if there is none."""
+    dataset = ensure_digits_dataset() if name == "digits" else RealDataset.objects.filter(name=name).first()
+    if dataset is None:
+        known = ", ".join(RealDataset.objects.order_by("name").values_list("name", flat=True))
+        raise CurationError(f"no dataset named {name!r}; stored datasets: {known}")
+    return dataset
 
 
 def import_arrays(*, name: str, source: str, images: np.ndarray, labels: np.ndarray,

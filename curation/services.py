@@ -11,16 +11,13 @@ import dataclasses
 import numpy as np
 from django.db import transaction
 
-from curation.datasets import dataset_split, ensure_digits_dataset
+from curation.datasets import dataset_named, dataset_split
+from curation.errors import CurationError
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.raters import SimulatedRaterConfig
-from curation.models import Experiment, Generation, Rater, RealDataset, Sample, TrainingMember, Vote
+from curation.models import Experiment, Generation, Rater, Sample, TrainingMember, Vote
 from training.mix import ReservoirExhausted, build_mix
 from training.data import split_real
-
-
-class CurationError(Exception):
-    """A request the loop cannot carry out, with the reason in words."""
 
 
 def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, cloned_from=None, study=None,
@@ -29,10 +26,7 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, c
     fresh reservoir (the dataset's curator and test splits are never trained on)."""
     if not name.strip():
         raise CurationError("an experiment needs a name")
-    dataset = ensure_digits_dataset() if config.dataset == "digits" else RealDataset.objects.filter(name=config.dataset).first()
-    if dataset is None:
-        known = ", ".join(RealDataset.objects.order_by("name").values_list("name", flat=True))
-        raise CurationError(f"no dataset named {config.dataset!r}; stored datasets: {known}")
+    dataset = dataset_named(config.dataset)
     if (config.model.sample_size, config.model.channels) != (dataset.height, dataset.channels):
         # The model is shaped by its data: an imported dataset sets the UNet's size and channels.
         levels = len(config.model.block_out_channels)

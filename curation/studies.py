@@ -17,12 +17,12 @@ from typing import Optional
 
 from django.db import connections, transaction
 
-from curation.datasets import dataset_split, ensure_digits_dataset
+from curation.datasets import dataset_named, dataset_split
 from curation import study_worker
 from curation.images import media_path
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
-from curation.models import Experiment, Generation, RealDataset, Study
+from curation.models import Experiment, Generation, Study
 from curation.services import CurationError, create_experiment, start_experiment
 from training.files import write_atomically
 from training.progress import ProgressCallback
@@ -34,9 +34,7 @@ TERMINAL = (State.DONE, State.FAILED, State.CANCELLED)
 def plan_study(*, base: ExperimentConfig, variants: list[Variant], seeds: list[int], generations: int,
                preset: str = "") -> StudyPlan:
     """A plan on the stored dataset `base` names: its training split, less the pool, is what fresh loops draw."""
-    dataset = ensure_digits_dataset() if base.dataset == "digits" else RealDataset.objects.filter(name=base.dataset).first()
-    if dataset is None:
-        raise CurationError(f"no dataset named {base.dataset!r}")
+    dataset = dataset_named(base.dataset)
     train = len(dataset_split(dataset.pk).train)
     if base.pool_size > train:
         raise CurationError(f"the pool ({base.pool_size}) is larger than {dataset.name}'s training split ({train} images)")
@@ -94,12 +92,9 @@ def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCall
     process of its own running the pipeline's steps. Experiments of the first variant go first, one per
     seed, so that the G0 they share is trained once (the others find it in the training cache). Returns
     the experiments that did not finish (failed or cancelled), for the caller to report."""
-    pending = [e.pk for e in study.experiments.order_by("study_variant", "study_seed")
-               if e.status == Experiment.Status.RUNNING]
-    plan = StudyPlan.from_dict(study.plan)
-    order = {v.name: n for n, v in enumerate(plan.variants)}
-    seeds = {e.pk: (order.get(e.study_variant, len(order)), e.study_seed) for e in study.experiments.all()}
-    pending.sort(key=lambda pk: seeds[pk])
+    order = {v.name: n for n, v in enumerate(StudyPlan.from_dict(study.plan).variants)}
+    running = study.experiments.filter(status=Experiment.Status.RUNNING)
+    pending = [e.pk for e in sorted(running, key=lambda e: (order.get(e.study_variant, len(order)), e.study_seed))]
     if workers <= 1:  # here, in this process (and its database connection: a test's database too)
         for n, pk in enumerate(pending):
             run_experiment(pk)
