@@ -8,6 +8,7 @@ Every step is the pipeline's: a study resumes wherever its experiments stand.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -27,6 +28,7 @@ from curation.services import CurationError, create_experiment, start_experiment
 from training.files import write_atomically
 from training.progress import ProgressCallback
 
+logger = logging.getLogger(__name__)
 State = Generation.State
 TERMINAL = (State.DONE, State.FAILED, State.CANCELLED)
 
@@ -88,54 +90,86 @@ def study_progress(study: Study) -> tuple[int, int]:
 
 
 def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCallback] = None) -> list[Experiment]:
-    """Carry out every unfinished experiment of the study here, `workers` experiments at a time, each in a
-    process of its own running the pipeline's steps. Experiments of the first variant go first, one per
-    seed, so that the G0 they share is trained once (the others find it in the training cache). Returns
-    the experiments that did not finish (failed or cancelled), for the caller to report."""
+    """Carry out every unfinished experiment of the study here, one generation at a time, `workers` at
+    once, each worker a process of its own running the pipeline's steps. The least advanced experiment
+    always goes next (then by variant, then seed), so the study moves forward in step: stopped at any
+    point, every variant and seed has reached about the same generation, and the report compares like
+    with like. The first variant's G0 of each seed is trained before the others need it (they find it
+    in the training cache). A generation that fails stops its experiment (the error is stored on the
+generation), not the study. Returns the experiments that did not finish (failed or cancelled)."""
     order = {v.name: n for n, v in enumerate(StudyPlan.from_dict(study.plan).variants)}
-    running = study.experiments.filter(status=Experiment.Status.RUNNING)
-    pending = [e.pk for e in sorted(running, key=lambda e: (order.get(e.study_variant, len(order)), e.study_seed))]
+    queue = {e.pk: (_next_index(e), order.get(e.study_variant, len(order)), e.study_seed)
+             for e in study.experiments.filter(status=Experiment.Status.RUNNING)}
+    queue = {pk: key for pk, key in queue.items() if key[0] is not None}
+    total_steps = len(queue)
+
+    def report(message: str) -> None:
+        if progress is not None:
+            done, total = study_progress(study)
+            progress(done, total, message)
+
     if workers <= 1:  # here, in this process (and its database connection: a test's database too)
-        for n, pk in enumerate(pending):
-            run_experiment(pk)
-            if progress is not None:
-                done, total = study_progress(study)
-                progress(done, total, f"{n + 1}/{len(pending)} experiments finished")
+        while queue:
+            pk = min(queue, key=queue.get)
+            index = run_generation_of(pk)
+            if index is None:
+                del queue[pk]
+            else:
+                queue[pk] = (index, *queue[pk][1:])
+            report(f"{total_steps - len(queue)}/{total_steps} experiments finished")
         return list(study.experiments.exclude(status=Experiment.Status.DONE))
     threads = max(1, (os.cpu_count() or 1) // workers)
     connections.close_all()  # the workers open their own
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=study_worker.start,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(study_worker.run_experiment, pk): pk for pk in pending}
-        while futures:
-            finished = [f for f in futures if f.done()]
-            for future in finished:
-                futures.pop(future)
-                future.result()  # a worker's exception stops the study with its traceback
-            if progress is not None:
-                done, total = study_progress(study)
-                progress(done, total, f"{len(pending) - len(futures)}/{len(pending)} experiments finished")
-            if futures:
-                time.sleep(1.0)
+        running: dict = {}
+        while queue or running:
+            for pk in sorted(set(queue) - set(running.values()), key=queue.get)[:workers - len(running)]:
+                running[pool.submit(study_worker.run_generation_of, pk)] = pk
+            for future in [f for f in running if f.done()]:
+                pk = running.pop(future)
+                index = future.result()
+                if index is None:
+                    del queue[pk]
+                else:
+                    queue[pk] = (index, *queue[pk][1:])
+            report(f"{total_steps - len(queue)}/{total_steps} experiments finished, {len(running)} generations running")
+            if running:
+                time.sleep(0.5)
     return list(study.experiments.exclude(status=Experiment.Status.DONE))
 
 
-def run_experiment(experiment_id: int) -> str:
-    """Run an experiment's steps until it is done or stops (failed, paused, cancelled)."""
+def _next_index(experiment: Experiment) -> Optional[int]:
+    generation = experiment.generations.exclude(state__in=TERMINAL).order_by("index").first()
+    return None if generation is None else generation.index
+
+
+def run_generation_of(experiment_id: int) -> Optional[int]:
+    """Run the experiment's current generation through its steps until it is done or the experiment
+    stops. Returns the index of the generation to run next, or None when the experiment has nothing
+    left to run (done, failed, paused or cancelled)."""
     from curation.pipeline import run_generation
 
-    while True:
-        experiment = Experiment.objects.get(pk=experiment_id)
-        if experiment.status != Experiment.Status.RUNNING:
-            return experiment.status
-        generation = experiment.generations.exclude(state__in=TERMINAL).order_by("index").first()
-        if generation is None:
-            return experiment.status
+    experiment = Experiment.objects.get(pk=experiment_id)
+    index = _next_index(experiment)
+    while experiment.status == Experiment.Status.RUNNING and index is not None:
+        generation = experiment.generations.get(index=index)
         before = generation.state
-        generation = run_generation(generation.pk)
+        try:
+            generation = run_generation(generation.pk)
+        except Exception:  # recorded on the generation (its error) by the pipeline; the other experiments go on
+            logger.exception("%s: generation %s failed", experiment.name, index)
+            return None
+        experiment.refresh_from_db(fields=["status"])
         if generation.state == before:  # waiting (cannot happen with simulated raters) or stopped
-            return Experiment.objects.get(pk=experiment_id).status
+            return None
+        if generation.state == State.DONE:
+            following = _next_index(experiment)
+            return following if experiment.status == Experiment.Status.RUNNING else None
+        if generation.state in TERMINAL:
+            return None
+    return None
 
 
 def queue_study(*, study: Study) -> int:

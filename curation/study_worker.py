@@ -13,7 +13,7 @@ def start(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_experiment(experiment_id: int) -> str:
-    from curation.studies import run_experiment
+def run_generation_of(experiment_id: int):
+    from curation.studies import run_generation_of
 
-    return run_experiment(experiment_id)
+    return run_generation_of(experiment_id)

@@ -97,8 +97,9 @@ def train_unet(
     start_step = 0
     state_path = checkpoint_dir / STATE_FILE
     if state_path.exists():
-        # Tensors and plain containers only: a state file in the shared media folder never runs code.
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        # Tensors and plain containers only: a state file in the shared media folder never runs code. Loaded
+        # on the CPU: the random generators' states must stay there (the weights move with load_state_dict).
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])

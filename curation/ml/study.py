@@ -157,9 +157,16 @@ def uncurated(plan: StudyPlan, variant: Variant) -> Optional[Variant]:
     return next((v for v in plan.variants if v.loop == variant.loop and v.policy == "none"), None)
 
 
-def report_generations(plan: StudyPlan) -> list[int]:
-    """The generations the headline reports: G5 and G10 where the study reaches them, and its last."""
-    last = plan.generations - 1
+def reached(plan: StudyPlan, results: Results) -> int:
+    """The last generation every variant and seed of the plan has finished (-1 before every G0 is)."""
+    return min((max((g for g in range(plan.generations) if (v.name, seed, g) in results), default=-1)
+                for v in plan.variants for seed in plan.seeds), default=-1)
+
+
+def report_generations(plan: StudyPlan, results: Results) -> list[int]:
+    """The generations the headline reports: G5 and G10 where every experiment has reached them, and the
+    last generation they all have (a study stopped early is compared where it is complete)."""
+    last = max(1, reached(plan, results))
     return sorted({g for g in (5, 10) if g <= last} | {last})
 
 
@@ -169,7 +176,7 @@ def comparisons(plan: StudyPlan, results: Results, confidence: float = 0.95) -> 
     rows = []
     for variant in plan.variants:
         base = uncurated(plan, variant)
-        for g in report_generations(plan):
+        for g in report_generations(plan, results):
             for metric in HEADLINE:
                 now = values(plan, results, variant.name, g, metric)
                 rows.append((f"{variant.name} G{g} − G0", metric, now, values(plan, results, variant.name, 0, metric)))
@@ -188,7 +195,7 @@ def _mean_cell(column: np.ndarray) -> str:
 def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
     """The README's table: the floor, G0, then every variant at the reported generations, mean [95% CI]
     over seeds for each headline metric."""
-    generations = report_generations(plan)
+    generations = report_generations(plan, results)
     columns = [f"{metric} G{g}" for g in generations for metric in HEADLINE]
     lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     floor_cells = []
@@ -217,10 +224,10 @@ def differences_markdown(found: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def statements(plan: StudyPlan, found: list) -> list[str]:
+def statements(plan: StudyPlan, results: Results, found: list) -> list[str]:
     """Plain sentences derived from the comparisons: nothing here is written in advance."""
     significant = [c for c in found if c.verdict != "no difference"]
-    lines = [f"- {len(found)} paired comparisons (every variant at G{', G'.join(map(str, report_generations(plan)))} "
+    lines = [f"- {len(found)} paired comparisons (every variant at G{', G'.join(map(str, report_generations(plan, results)))} "
              f"against G0 and against the uncurated loop of its mix, on {', '.join(HEADLINE)}), Holm-corrected as one "
              f"family over {len(plan.seeds)} seeds: {len(significant)} significant."]
     for verdict in ("better", "worse"):
@@ -274,6 +281,7 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
                     step_seconds: float, machine: str, device: str, plots: list[str]) -> str:
     base = plan.base
     last = plan.generations - 1
+    complete = reached(plan, results)
     changed = plan.changed_settings()
     lines = [
         "# Collapse study",
@@ -287,6 +295,8 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         f"{base.rating.rating_budget} of them; the discriminator scores the rest.",
         "",
         *([f"Settings changed from the preset: {'; '.join(changed)}.", ""] if changed else []),
+        *([f"**Stopped early:** every experiment has finished G0–G{complete} of the planned G0–G{last}; the "
+           f"tables compare them there (resume with the same --name).", ""] if complete < last else []),
         f"The steps of its {len(plan.variants) * len(plan.seeds)} experiments took {step_seconds / 3600:.2f} h in "
         f"all (training, sampling, rating, curating; summed over experiments run side by side) on "
         f"{machine or platform.machine()}, device `{device}`; the last invocation ran {seconds / 60:.1f} min.",
@@ -300,7 +310,7 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "",
         "## What the figures show",
         "",
-        *statements(plan, found),
+        *statements(plan, results, found),
         "",
         "## Headline",
         "",

@@ -126,8 +126,14 @@ def synthetic_results(plan: StudyPlan, shift: float, noise: float = 0.01) -> dic
 def test_the_report_calls_a_difference_only_when_its_corrected_interval_excludes_zero():
     plan = StudyPlan(base=preset("digits-tiny"), seeds=tuple(range(5)), generations=6, reservoir=600,
                      variants=(Variant("fully-synthetic", "none"), Variant("fully-synthetic", "human")))
-    assert report_generations(plan) == [5]
-    found = {(c.label, c.metric): c for c in comparisons(plan, synthetic_results(plan, shift=0.2))}
+    results = synthetic_results(plan, shift=0.2)
+    assert report_generations(plan, results) == [5]
+    # Stopped early (one seed of one variant short of G4 and G5): compared where every experiment is.
+    partial = {key: value for key, value in results.items() if not (key[1] == 3 and key[2] >= 4 and "human" in key[0])}
+    assert report_generations(plan, partial) == [3]
+    assert {c.label for c in comparisons(plan, partial)} == {"fully-synthetic/none G3 − G0", "fully-synthetic/human G3 − G0",
+                                                           "fully-synthetic/human G3 − fully-synthetic/none G3"}
+    found = {(c.label, c.metric): c for c in comparisons(plan, results)}
     worse = found[("fully-synthetic/human G5 − fully-synthetic/none G5", "fd")]
     assert worse.verdict == "worse" and worse.adjusted_interval.low > 0
     # Metrics that do not move are no difference; one family holds every comparison.
