@@ -166,8 +166,8 @@ def reached(plan: StudyPlan, results: Results) -> int:
 def report_generations(plan: StudyPlan, results: Results) -> list[int]:
     """The generations the headline reports: G5 and G10 where every experiment has reached them, and the
     last generation they all have (a study stopped early is compared where it is complete)."""
-    last = max(1, reached(plan, results))
-    return sorted({g for g in (5, 10) if g <= last} | {last})
+    last = reached(plan, results)
+    return sorted({g for g in (5, 10) if g <= last} | {last}) if last >= 1 else []
 
 
 def comparisons(plan: StudyPlan, results: Results, confidence: float = 0.95) -> list:
@@ -195,7 +195,7 @@ def _mean_cell(column: np.ndarray) -> str:
 def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
     """The README's table: the floor, G0, then every variant at the reported generations, mean [95% CI]
     over seeds for each headline metric."""
-    generations = report_generations(plan, results)
+    generations = report_generations(plan, results) or [0]
     columns = [f"{metric} G{g}" for g in generations for metric in HEADLINE]
     lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     floor_cells = []
@@ -227,7 +227,10 @@ def differences_markdown(found: list) -> str:
 def statements(plan: StudyPlan, results: Results, found: list) -> list[str]:
     """Plain sentences derived from the comparisons: nothing here is written in advance."""
     significant = [c for c in found if c.verdict != "no difference"]
-    lines = [f"- {len(found)} paired comparisons (every variant at G{', G'.join(map(str, report_generations(plan, results)))} "
+    generations = report_generations(plan, results)
+    if not generations:
+        return ["- No generation after G0 has finished in every experiment yet: nothing to compare."]
+    lines = [f"- {len(found)} paired comparisons (every variant at G{', G'.join(map(str, generations))} "
              f"against G0 and against the uncurated loop of its mix, on {', '.join(HEADLINE)}), Holm-corrected as one "
              f"family over {len(plan.seeds)} seeds: {len(significant)} significant."]
     for verdict in ("better", "worse"):

@@ -133,6 +133,8 @@ def test_the_report_calls_a_difference_only_when_its_corrected_interval_excludes
     assert report_generations(plan, partial) == [3]
     assert {c.label for c in comparisons(plan, partial)} == {"fully-synthetic/none G3 − G0", "fully-synthetic/human G3 − G0",
                                                            "fully-synthetic/human G3 − fully-synthetic/none G3"}
+    only_g0 = {key: value for key, value in results.items() if key[2] == 0}
+    assert report_generations(plan, only_g0) == [] and comparisons(plan, only_g0) == []
     found = {(c.label, c.metric): c for c in comparisons(plan, results)}
     worse = found[("fully-synthetic/human G5 − fully-synthetic/none G5", "fd")]
     assert worse.verdict == "worse" and worse.adjusted_interval.low > 0
