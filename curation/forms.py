@@ -7,7 +7,7 @@ import copy
 from django import forms
 
 from curation.ml.experiment_config import BOUNDS, PRESETS, RATER_KINDS, Bound, ConfigError, ExperimentConfig
-from curation.ml.policy import CURATING, POLICIES
+from curation.ml.policy import ACCEPTANCE, CURATING, POLICIES
 from curation.models import Export, RealDataset
 from generation.config import SAMPLERS
 from training.mix import LOOPS
@@ -35,6 +35,12 @@ SETTINGS = [
     ("Loop", "mix.accumulate", forms.BooleanField(required=False, label="Accumulate synthetic data",
                                                   help_text="Draw synthetic images from every generation so far, not only the last.")),
     ("Loop", "mix.train_size", forms.IntegerField(label="Training set size")),
+    ("Loop", "mix.keep_real", forms.BooleanField(required=False, label="Keep all real data",
+                                                 help_text="Augmentation: train on the whole real pool every generation "
+                                                           "(the training set size then bounds nothing).")),
+    ("Loop", "mix.synthetic_ratio", forms.FloatField(required=False, label="Synthetic per real image, at most",
+                                                     help_text="Caps the synthetic part (0.5: a third of the set). "
+                                                               "Empty: no cap.")),
     ("Loop", "pool_size", forms.IntegerField(label="Real pool for G0",
                                              help_text="The rest of the real data is the fresh loop's reservoir.")),
     ("Loop", "auto_advance", forms.BooleanField(required=False, label="Advance automatically",
@@ -47,6 +53,12 @@ SETTINGS = [
     ("Sampling", "metric_samples", forms.IntegerField(label="Samples for metrics")),
     ("Curation", "curation.policy", forms.ChoiceField(choices=_choices(POLICIES), label="Curation policy")),
     ("Curation", "curation.threshold", forms.FloatField(label="Acceptance threshold")),
+    ("Curation", "curation.acceptance", forms.ChoiceField(
+        choices=_choices(ACCEPTANCE), label="Acceptance",
+        help_text="threshold: keep what scores at or above the threshold; resample: keep each sample with probability "
+                  "min(c, s/(1-s))/c, thinning what the model over-produces instead of cutting it off.")),
+    ("Curation", "curation.resample_cap", forms.FloatField(label="Resampling cap c",
+                                                          help_text="Samples whose odds reach c are always kept.")),
     ("Curation", "curation.diversity_guard", forms.BooleanField(required=False, label="Diversity guard",
                                                                  help_text="Accept per class in the real data's proportions.")),
     ("Curation", "curation.guard_floor", forms.FloatField(label="Guard floor",
@@ -74,6 +86,9 @@ SETTINGS = [
     ("Model", "continue_learning_rate", forms.FloatField(
         required=False, label="Learning rate when continuing",
         help_text="Empty: the training learning rate.")),
+    ("Model", "train.warm_ema", forms.BooleanField(required=False, label="Warm EMA when continuing",
+                                                   help_text="The weight average starts from the previous weights at "
+                                                             "full decay instead of restarting.")),
     ("Model", "seed", forms.IntegerField(label="Seed")),
 ]
 

@@ -44,6 +44,10 @@ class TrainConfig:
     warmup_steps: int = 100
     # EMA 0.995 took digits' FD from 3.2 (raw weights) to 0.65 in an early probe.
     ema_decay: float = 0.995
+    # When training continues from earlier weights: the average starts from them at the full decay
+    # (instead of ramping up from nothing), so a short fine-tune moves the weights by a fraction of
+    # its own noise. Ignored when training from scratch.
+    warm_ema: bool = False
     max_grad_norm: float = 1.0
     checkpoint_every: int = 500
     seed: int = 0

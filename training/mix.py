@@ -8,7 +8,14 @@ Loop types, as in the MAD paper (Alemohammad et al. 2023):
 (Gerstgrasser et al. 2024); `replace` only from the last generation's.
 
 The training set size stays fixed; `real_fraction` of it is real. When the accepted synthetic
-samples are fewer than their share, the set is smaller and the shortfall is recorded. When the
+samples are fewer than their share, the set is smaller and the shortfall is recorded.
+
+`keep_real` (augmentation loops) trains on the whole real pool every generation instead of a
+`real_fraction` of `train_size`, and the synthetic part is then every accepted candidate, or with
+`accumulate` every accepted sample so far, a set that grows each generation. `synthetic_ratio`
+caps the synthetic part at that many synthetic images per real one: Bertrand et al. (2024) show
+iterative retraining stable while the synthetic share stays small enough, so 0.5 keeps synthetic
+images at a third of the set. Without `keep_real` the cap applies within the fixed-size set. When the
 fresh-data reservoir cannot supply a draw, `ReservoirExhausted` says so: fresh real data is never
 reused, so a fresh loop cannot run on past its reservoir.
 """
@@ -16,6 +23,7 @@ reused, so a fresh loop cannot run on past its reservoir.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -34,6 +42,8 @@ class MixConfig:
     real_fraction: float = 0.5
     accumulate: bool = False
     train_size: int = 1000
+    keep_real: bool = False
+    synthetic_ratio: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.loop not in LOOPS:
@@ -46,6 +56,11 @@ class MixConfig:
             raise ValueError(f"a {self.loop} loop needs a real fraction above 0 (or use fully-synthetic)")
         if self.train_size < 1:
             raise ValueError("the training set needs at least one image")
+        if self.keep_real and self.loop != "augmentation":
+            raise ValueError(f"keeping all real data applies to augmentation loops, not {self.loop}: a fully-synthetic "
+                             "loop has none, a fresh loop draws new real data each generation")
+        if self.synthetic_ratio is not None and self.loop == "fully-synthetic":
+            raise ValueError("a synthetic-to-real cap needs real data in the mix: a fully-synthetic loop has none")
 
     @property
     def real_count(self) -> int:
@@ -96,7 +111,9 @@ def build_mix(
     rng = np.random.default_rng((seed, last_generation))
     real: list[int] = []
     fresh: list[int] = []
-    if config.loop == "augmentation":
+    if config.loop == "augmentation" and config.keep_real:
+        real = list(pool)
+    elif config.loop == "augmentation":
         fixed_order = np.random.default_rng(seed).permutation(len(pool))  # the same subset every time
         real = [pool[i] for i in sorted(fixed_order[: config.real_count])]
         if len(real) < config.real_count:
@@ -112,7 +129,9 @@ def build_mix(
 
     sources = sorted(accepted_by_generation) if config.accumulate else [last_generation]
     candidates = [(g, sid) for g in sources for sid in accepted_by_generation.get(g, [])]
-    wanted = config.synthetic_count
+    wanted = len(candidates) if config.keep_real else config.synthetic_count
+    if config.synthetic_ratio is not None:
+        wanted = min(wanted, int(config.synthetic_ratio * len(real)))
     if len(candidates) > wanted:
         chosen = [candidates[i] for i in sorted(rng.choice(len(candidates), size=wanted, replace=False))]
     else:

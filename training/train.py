@@ -92,6 +92,10 @@ def train_unet(
     )
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.steps)
     ema = EMAModel(model.parameters(), decay=train_config.ema_decay)
+    if init_from is not None and train_config.warm_ema:
+        # The average already holds the earlier weights: at full decay from the first step (EMAModel's
+        # decay ramps up from 0 over its first steps, which would forget them at once).
+        ema.optimization_step = 10**6
     ema.to(device)
 
     start_step = 0

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curation.ml.policy import CURATING, POLICIES, CurationPolicy
+from curation.ml.policy import ACCEPTANCE, CURATING, POLICIES, CurationPolicy
 from curation.ml.raters import SimulatedRaterConfig
 from generation.config import SAMPLERS, SampleConfig
 from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, TrainConfig
@@ -175,6 +175,7 @@ BOUNDS: dict[str, Bound] = {
     "train.weight_decay": _fraction,
     "train.warmup_steps": _int(0, MAX_STEPS),
     "train.ema_decay": Bound("number", 0, 1, high_open=True),
+    "train.warm_ema": Bound("bool"),
     "train.max_grad_norm": Bound("number", 0, 1000, low_open=True),
     "train.checkpoint_every": _int(1, MAX_STEPS),
     "train.seed": _int(0, MAX_SEED),
@@ -188,11 +189,15 @@ BOUNDS: dict[str, Bound] = {
     "mix.real_fraction": _fraction,
     "mix.accumulate": Bound("bool"),
     "mix.train_size": _int(1, MAX_IMAGES),
+    "mix.keep_real": Bound("bool"),
+    "mix.synthetic_ratio": Bound("number", 0, 10, low_open=True, optional=True),
     "curation.policy": Bound("choice", choices=POLICIES),
     "curation.threshold": _fraction,
     "curation.diversity_guard": Bound("bool"),
     "curation.guard_floor": _fraction,
     "curation.match": Bound("choice", choices=CURATING),
+    "curation.acceptance": Bound("choice", choices=ACCEPTANCE),
+    "curation.resample_cap": Bound("number", 1, 1000),
     "rating.raters": Bound("choice", choices=RATER_KINDS),
     "rating.votes_per_sample": _int(1, 50),
     "rating.rating_budget": _int(0, MAX_IMAGES),

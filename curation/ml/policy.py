@@ -7,6 +7,9 @@ Policies: `none` accepts everything (the MAD baseline); `human` accepts what the
 random: the control that tells what a curating policy's choice adds beyond the size of the training
 set it leaves (human curation can only accept the rated samples, so it trains on fewer).
 
+A curating policy keeps what its score passes (`acceptance` "threshold"), or resamples: keeps each
+sample with a probability that grows with its score's odds, capped (`acceptance` "resample").
+
 The diversity guard, which any policy can switch on, keeps curation from starving the rare modes:
 keeping only confident samples trades diversity for quality, and whole classes vanish. With the
 guard, the number the policy would accept is shared out among groups (predicted class or cluster) in
@@ -25,6 +28,7 @@ import numpy as np
 CURATING = ("human", "discriminator", "human+discriminator")
 POLICIES = ("none", *CURATING, "random-matched")
 REASONS = ("all", "human", "discriminator", "both", "guard", "random")
+ACCEPTANCE = ("threshold", "resample")
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,17 @@ class CurationPolicy:
     guard_floor: float = 0.25
     # The policy whose number of acceptances `random-matched` copies (with its guard setting).
     match: str = "human"
+    # How a score becomes a decision: "threshold" keeps what scores at or above `threshold`;
+    # "resample" keeps each sample with probability min(c, s/(1-s))/c, c = `resample_cap`.
+    acceptance: str = "threshold"
+    resample_cap: float = 4.0
 
     def __post_init__(self) -> None:
+        if self.acceptance not in ACCEPTANCE:
+            raise ValueError(f"unknown acceptance {self.acceptance!r}; choose one of {', '.join(ACCEPTANCE)}")
+        if not self.resample_cap >= 1.0:
+            raise ValueError(f"the resampling cap must be at least 1 (odds at which a sample is always kept), "
+                             f"not {self.resample_cap}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown curation policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
         if self.match not in CURATING:
@@ -85,24 +98,39 @@ def curate(
         score = np.random.default_rng(seed).random(count)
         accepted = np.ones(count, dtype=bool)
         reason = np.full(count, "all", dtype=object)
-    elif config.policy == "human":
-        score = vote_share.copy()
-        accepted = voted & (score >= config.threshold)
-        reason = np.where(accepted, "human", "").astype(object)
-    elif config.policy == "discriminator":
-        score = discriminator_score.copy()
-        accepted = ~np.isnan(score) & (score >= config.threshold)
-        reason = np.where(accepted, "discriminator", "").astype(object)
     else:
-        score = np.where(voted, vote_share, discriminator_score)
-        accepted = ~np.isnan(score) & (score >= config.threshold)
-        agrees = voted & (discriminator_score >= config.threshold)
-        reason = np.where(accepted, np.where(voted, np.where(agrees, "both", "human"), "discriminator"), "")
-        reason = reason.astype(object)
+        if config.policy == "human":
+            score = np.where(voted, vote_share, np.nan)
+            source = np.full(count, "human", dtype=object)
+        elif config.policy == "discriminator":
+            score = discriminator_score.copy()
+            source = np.full(count, "discriminator", dtype=object)
+        else:
+            score = np.where(voted, vote_share, discriminator_score)
+            agrees = voted & (discriminator_score >= config.threshold)
+            source = np.where(voted, np.where(agrees, "both", "human"), "discriminator").astype(object)
+        accepted = _accept(config, score, seed)
+        reason = np.where(accepted, source, "").astype(object)
 
     if config.diversity_guard:
         accepted, reason = _apply_guard(config, score, accepted, reason, groups, group_proportions)
     return Decision(accepted=accepted, reason=reason, score=score)
+
+
+def _accept(config: CurationPolicy, score: np.ndarray, seed: int) -> np.ndarray:
+    """Threshold: every scored sample at or above the threshold. Resample: each scored sample with
+    probability min(c, s / (1 - s)) / c, s its score read as the probability of being good and c the
+    cap (discriminator rejection sampling, Azadi et al. 2019): a sample scored 0.5 is kept 1 time in c,
+    so regions the model over-produces are thinned rather than cut off, and those it under-produces,
+    which score high, are kept."""
+    scored = ~np.isnan(score)
+    if config.acceptance == "threshold":
+        return scored & (score >= config.threshold)
+    s = np.where(scored, score, 0.0)
+    with np.errstate(divide="ignore"):
+        odds = np.where(s >= 1.0, np.inf, s / np.maximum(1.0 - s, 1e-12))
+    keep = np.minimum(config.resample_cap, odds) / config.resample_cap
+    return scored & (np.random.default_rng((seed, 1)).random(len(score)) < keep)
 
 
 def quotas(total: int, proportions: dict) -> dict:

@@ -53,9 +53,15 @@ def test_staff_create_experiments_and_bad_settings_are_explained(staff):
     bad = staff.post("/api/experiments/", {"name": "bad", "preset": "digits-tiny",
                                           "settings": {"mix.loop": "fully-synthetic"}}, format="json")
     assert bad.status_code == 400 and "fully-synthetic loop trains on no real data" in bad.json()["settings"][0]
+    levers = staff.post("/api/experiments/", {"name": "levers", "preset": "digits-tiny", "settings": {
+        "mix.keep_real": True, "mix.synthetic_ratio": 0.5, "train.warm_ema": True, "curation.acceptance": "resample"}},
+        format="json")
+    assert levers.status_code == 201, levers.content
+    config = Experiment.objects.get(pk=levers.json()["id"]).loop_config
+    assert config.mix.keep_real and config.mix.synthetic_ratio == 0.5 and config.curation.acceptance == "resample"
     unknown = staff.post("/api/experiments/", {"name": "bad", "settings": {"mix.colour": 1}}, format="json")
     assert unknown.status_code == 400 and "unknown setting 'mix.colour'" in unknown.json()["settings"][0]
-    assert Experiment.objects.count() == 1
+    assert Experiment.objects.count() == 2
 
 
 def test_actions_through_the_api_and_refusals(staff, tiny_config, monkeypatch):

@@ -29,7 +29,8 @@ def form_data(**overrides):
         "mix__real_fraction": 0.5, "mix__train_size": 300, "pool_size": 300, "auto_advance": "on",
         "samples_per_generation": 96, "sample__sampler": "dpm-solver++", "sample__steps": 10,
         "sample__temperature": 1.0, "metric_samples": 128, "curation__policy": "human+discriminator",
-        "curation__threshold": 0.5, "curation__guard_floor": 0.25, "rating__raters": "simulated",
+        "curation__threshold": 0.5, "curation__guard_floor": 0.25, "curation__acceptance": "threshold",
+        "curation__resample_cap": 4.0, "rating__raters": "simulated",
         "rating__votes_per_sample": 3, "rating__rating_budget": 48, "rating__gold_rate": 0.1,
         "model__block_out_channels": "small", "model__beta_schedule": "squaredcos_cap_v2", "train__steps": 40,
         "train__batch_size": 32, "train__learning_rate": 0.002, "continue_steps": 500, "seed": 3,
@@ -56,8 +57,23 @@ def test_creating_an_experiment_stores_the_submitted_settings(staff_client):
     assert config.train.steps == 40 and config.samples_per_generation == 96
 
 
+def test_the_levers_of_curation_are_settings_of_the_form(staff_client):
+    """Keeping all real data with a synthetic cap, a warm EMA when continuing, and resampled acceptance."""
+    response = staff_client.post("/experiments/new/", form_data(**{
+        "mix__keep_real": "on", "mix__accumulate": "on", "mix__synthetic_ratio": "0.5", "continue_training": "on",
+        "train__warm_ema": "on", "curation__acceptance": "resample", "curation__resample_cap": "3"}))
+    assert response.status_code == 302
+    config = Experiment.objects.get(name="tiny loop").loop_config
+    assert config.mix.keep_real and config.mix.accumulate and config.mix.synthetic_ratio == 0.5
+    assert config.train.warm_ema and config.curation.acceptance == "resample" and config.curation.resample_cap == 3
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "all real data kept" in page and "resampled, cap 3.0" in page and "warm EMA" in page
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"mix__loop": "fully-synthetic"}, "a fully-synthetic loop trains on no real data"),
+    ({"mix__loop": "fresh", "mix__keep_real": "on"}, "keeping all real data applies to augmentation loops"),
+    ({"curation__resample_cap": "0.5"}, "curation.resample_cap must be a number from 1 to 1,000, not 0.5"),
     ({"rating__rating_budget": 500}, "exceeds the samples per generation"),
     ({"generations": 0}, "generations must be a whole number from 1 to 100, not 0"),
     ({"mix__real_fraction": "half"}, "Enter a number"),

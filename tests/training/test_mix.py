@@ -60,9 +60,32 @@ def test_too_few_accepted_samples_shrinks_the_set_and_records_the_shortfall():
     assert mix.summary()["shortfall"] == 10
 
 
+def test_keep_real_trains_on_the_whole_pool_with_every_accepted_sample_or_a_growing_accumulated_set():
+    replace = mix_for(MixConfig(loop="augmentation", real_fraction=0.5, train_size=50, keep_real=True))
+    assert replace.real == POOL  # all 100, though the fraction of 50 would be 25
+    assert replace.synthetic == {2: ACCEPTED[2]} and replace.shortfall == 0
+    growing = [mix_for(MixConfig(loop="augmentation", keep_real=True, accumulate=True), last_generation=g,
+                       accepted={k: v for k, v in ACCEPTED.items() if k <= g}) for g in (0, 1, 2)]
+    assert [m.synthetic_total for m in growing] == [80, 150, 240]  # every accepted sample so far, kept
+    assert all(m.real == POOL for m in growing)
+
+
+def test_the_synthetic_ratio_caps_synthetic_images_per_real_one():
+    capped = mix_for(MixConfig(loop="augmentation", keep_real=True, accumulate=True, synthetic_ratio=0.5))
+    assert len(capped.real) == 100 and capped.synthetic_total == 50 and capped.shortfall == 0
+    assert len({i for ids in capped.synthetic.values() for i in ids}) == 50
+    # Within a fixed-size set the cap lowers the synthetic part below its share: 40 real, at most 10 synthetic.
+    fixed = mix_for(MixConfig(loop="augmentation", real_fraction=0.4, train_size=100, synthetic_ratio=0.25))
+    assert len(fixed.real) == 40 and fixed.synthetic_total == 10
+    fresh = mix_for(MixConfig(loop="fresh", real_fraction=0.25, train_size=80, synthetic_ratio=1.0))
+    assert len(fresh.real) == 20 and fresh.synthetic_total == 20
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        ({"loop": "fresh", "real_fraction": 0.5, "keep_real": True}, "applies to augmentation loops"),
+        ({"loop": "fully-synthetic", "real_fraction": 0.0, "synthetic_ratio": 0.5}, "needs real data"),
         ({"loop": "fully-synthetic", "real_fraction": 0.5}, "trains on no real data"),
         ({"loop": "fresh", "real_fraction": 0.0}, "needs a real fraction above 0"),
         ({"loop": "sideways"}, "unknown loop type"),

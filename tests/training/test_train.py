@@ -79,3 +79,22 @@ def test_a_training_state_that_would_run_code_when_loaded_is_refused(images, tmp
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "run")
     assert not marker.exists()
+
+
+def test_a_warm_ema_keeps_a_continued_model_near_the_weights_it_started_from(images, tmp_path):
+    from diffusers import UNet2DModel
+
+    def weights(folder: Path) -> torch.Tensor:
+        model = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    train_unet(images, model_config=DIGITS_MODEL, train_config=CONFIG, checkpoint_dir=tmp_path / "g0")
+    start = weights(tmp_path / "g0")
+    moved = {}
+    for warm in (False, True):
+        config = dataclasses.replace(CONFIG, warm_ema=warm, seed=1)
+        folder = tmp_path / f"g1-{warm}"
+        train_unet(images, model_config=DIGITS_MODEL, train_config=config, checkpoint_dir=folder, init_from=tmp_path / "g0")
+        moved[warm] = float((weights(folder) - start).norm())
+    # 20 steps at decay 0.995 keep about 90% of the start in the average; restarted, it tracks the new weights.
+    assert 0 < moved[True] < 0.3 * moved[False]

@@ -59,6 +59,20 @@ def test_random_matched_accepts_as_many_as_the_matched_policy_at_random():
     assert not CurationPolicy(policy="random-matched").needs_discriminator
 
 
+def test_resampling_keeps_each_sample_with_its_capped_odds_over_the_cap():
+    scores = np.repeat([0.2, 0.5, 0.8, 0.95, NAN], 4000)
+    decision = decide("discriminator", np.full(len(scores), NAN), scores, acceptance="resample", resample_cap=4.0, seed=3)
+    kept = decision.accepted.reshape(5, 4000).mean(axis=1)
+    # odds 0.25, 1, 4, 19 -> kept 1/16, 1/4, 1, 1; unscored never.
+    assert kept[:2] == pytest.approx([1 / 16, 1 / 4], abs=0.02) and kept[2:4].tolist() == [1.0, 1.0] and kept[4] == 0
+    assert set(decision.reason[decision.accepted]) == {"discriminator"}
+    again = decide("discriminator", np.full(len(scores), NAN), scores, acceptance="resample", resample_cap=4.0, seed=3)
+    assert (again.accepted == decision.accepted).all()  # seeded
+    # Votes count as scores too: a unanimous up-vote is always kept, a unanimous down-vote never.
+    votes = decide("human+discriminator", [1.0, 0.0, NAN], [0.1, 0.9, 0.99], acceptance="resample")
+    assert votes.accepted.tolist() == [True, False, True] and votes.reason.tolist() == ["human", "", "discriminator"]
+
+
 def test_quotas_share_a_total_exactly_in_proportion():
     shares = quotas(10, {0: 0.5, 1: 0.3, 2: 0.2})
     assert shares == {0: 5, 1: 3, 2: 2}
@@ -95,7 +109,9 @@ def test_the_guard_never_accepts_below_its_floor():
 
 @pytest.mark.parametrize("kwargs, message", [({"policy": "vibes"}, "unknown curation policy"),
                                              ({"threshold": 2}, "threshold"), ({"guard_floor": 0.9}, "guard floor"),
-                                             ({"match": "none"}, "random-matched copies one of")])
+                                             ({"match": "none"}, "random-matched copies one of"),
+                                             ({"acceptance": "vibes"}, "unknown acceptance"),
+                                             ({"resample_cap": 0.5}, "resampling cap must be at least 1")])
 def test_bad_curation_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CurationPolicy(**kwargs)
