@@ -59,6 +59,10 @@ SETTINGS = [
                   "min(c, s/(1-s))/c, thinning what the model over-produces instead of cutting it off.")),
     ("Curation", "curation.resample_cap", forms.FloatField(label="Resampling cap c",
                                                           help_text="Samples whose odds reach c are always kept.")),
+    ("Curation", "curation.discriminator", forms.ChoiceField(
+        choices=[("votes", "votes: fitted on this generation's votes"),
+                 ("verifier", "verifier: held-out real images against the samples, votes pooled")],
+        label="Discriminator", help_text="What scores the samples nobody rated.")),
     ("Curation", "curation.diversity_guard", forms.BooleanField(required=False, label="Diversity guard",
                                                                  help_text="Accept per class in the real data's proportions.")),
     ("Curation", "curation.guard_floor", forms.FloatField(label="Guard floor",

@@ -27,6 +27,7 @@ from curation.datasets import real_arrays, real_models
 from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
 from curation.ml.experiment_config import METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
+from curation.ml.verifier import Verification, verify
 from curation.ml.evaluation import evaluate
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.policy import curate
@@ -334,9 +335,12 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     vote_share = _vote_shares(generation, samples, minimum_votes=generation.votes_needed)
     voted = ~np.isnan(vote_share)
 
-    discriminator = None
+    discriminator = verification = None
     scores = np.full(len(samples), np.nan)
-    if voted.sum() > 0:
+    if config.curation.discriminator == "verifier":
+        verification = _verify(generation, images, vote_share, models)
+        scores = verification.scores
+    elif voted.sum() > 0:
         voted_ids = [s.pk for s, has_votes in zip(samples, voted) if has_votes]
         discriminator = _discriminator_for(generation, voted_ids, features[voted], vote_share[voted] >= 0.5)
         fitted = load_model(media_path(discriminator.model_file.name).read_bytes())
@@ -359,7 +363,9 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
 
     metrics = dict(generation.metrics)
     metrics.update(_curation_metrics(samples, decision, vote_share, groups, models, discriminator))
-    if config.rating.raters == "simulated" and discriminator is not None:
+    if verification is not None:
+        metrics.update(verification.metrics())
+    if config.rating.raters == "simulated" and (discriminator or verification) is not None:
         metrics.update(_discriminator_held_out(generation, config, samples, images, scores, models))
     progress(2, 3, "storing the verdicts")
     progress.close()
@@ -368,6 +374,20 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         _set_state(generation, State.DONE, metrics=metrics, finished_at=timezone.now(), progress_fraction=1.0,
                    progress_message="done")
         _continue_experiment(generation, config)
+
+
+def _verify(generation: Generation, images: np.ndarray, vote_share: np.ndarray, models) -> Verification:
+    """The real-anchored verifier's scores: the curator split's real images against this generation's
+    samples, with every earlier generation's voted samples pooled in."""
+    experiment = generation.experiment
+    arrays = real_arrays(experiment.dataset_id)
+    earlier = list(Sample.objects.filter(generation__experiment=experiment, generation__index__lt=generation.index,
+                                         vote_share__isnull=False).order_by("pk").values_list("image", "vote_share"))
+    pooled = read_images([path for path, _ in earlier], experiment.dataset.channels)
+    up = np.array([share >= 0.5 for _, share in earlier], dtype=bool)
+    config = experiment.loop_config
+    return verify(curator_images=arrays.images[models.split.curator], samples=images, vote_share=vote_share,
+                  pooled_up=pooled[up], pooled_down=pooled[~up], seed=sample_seed(config.seed, generation.index))
 
 
 def _discriminator_for(generation: Generation, sample_ids: list[int], features, accepted) -> DiscriminatorVersion:

@@ -18,6 +18,9 @@ REPORT_METRICS = (
     "discriminator_accuracy",
     "discriminator_auc",
     "discriminator_heldout_auc",
+    "verifier_auc",
+    "verifier_auc_low",
+    "verifier_auc_high",
 )
 
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curation.ml.policy import ACCEPTANCE, CURATING, POLICIES, CurationPolicy
+from curation.ml.policy import ACCEPTANCE, CURATING, DISCRIMINATORS, POLICIES, CurationPolicy
 from curation.ml.raters import SimulatedRaterConfig
 from generation.config import SAMPLERS, SampleConfig
 from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, TrainConfig
@@ -198,6 +198,7 @@ BOUNDS: dict[str, Bound] = {
     "curation.match": Bound("choice", choices=CURATING),
     "curation.acceptance": Bound("choice", choices=ACCEPTANCE),
     "curation.resample_cap": Bound("number", 1, 1000),
+    "curation.discriminator": Bound("choice", choices=DISCRIMINATORS),
     "rating.raters": Bound("choice", choices=RATER_KINDS),
     "rating.votes_per_sample": _int(1, 50),
     "rating.rating_budget": _int(0, MAX_IMAGES),
@@ -343,7 +344,8 @@ class ExperimentConfig:
                 f"the rating budget ({self.rating.rating_budget}) exceeds the samples per generation "
                 f"({self.samples_per_generation})", setting="rating.rating_budget",
             )
-        if self.curation.policy in ("human", "human+discriminator", "discriminator") and self.rating.rating_budget == 0:
+        needs_votes = ("human", "human+discriminator") + (("discriminator",) if self.curation.discriminator == "votes" else ())
+        if self.curation.policy in needs_votes and self.rating.rating_budget == 0:
             raise ConfigError(f"the {self.curation.policy!r} policy needs votes: set a rating budget above 0",
                               setting="rating.rating_budget")
         model = self.model

@@ -29,6 +29,7 @@ CURATING = ("human", "discriminator", "human+discriminator")
 POLICIES = ("none", *CURATING, "random-matched")
 REASONS = ("all", "human", "discriminator", "both", "guard", "random")
 ACCEPTANCE = ("threshold", "resample")
+DISCRIMINATORS = ("votes", "verifier")
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,15 @@ class CurationPolicy:
     # "resample" keeps each sample with probability min(c, s/(1-s))/c, c = `resample_cap`.
     acceptance: str = "threshold"
     resample_cap: float = 4.0
+    # What scores the samples for the discriminator policies: "votes", a discriminator fitted on this
+    # generation's votes; "verifier", the real-anchored verifier (curation.ml.verifier), which needs no votes.
+    discriminator: str = "votes"
 
     def __post_init__(self) -> None:
         if self.acceptance not in ACCEPTANCE:
             raise ValueError(f"unknown acceptance {self.acceptance!r}; choose one of {', '.join(ACCEPTANCE)}")
+        if self.discriminator not in DISCRIMINATORS:
+            raise ValueError(f"unknown discriminator {self.discriminator!r}; choose one of {', '.join(DISCRIMINATORS)}")
         if not self.resample_cap >= 1.0:
             raise ValueError(f"the resampling cap must be at least 1 (odds at which a sample is always kept), "
                              f"not {self.resample_cap}")

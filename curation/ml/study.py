@@ -24,7 +24,7 @@ from curation.ml.statistics import LOWER_IS_BETTER, compare, format_interval, me
 
 # Every metric stored per generation that the report reads, and the headline's columns.
 METRICS = ("fd", "kid", "precision", "recall", "density", "coverage", "memorization", "classes_covered",
-           "acceptance_rate", "accepted", "discriminator_auc", "discriminator_heldout_auc")
+           "acceptance_rate", "accepted", "discriminator_auc", "discriminator_heldout_auc", "verifier_auc")
 HEADLINE = ("fd", "precision", "recall", "coverage", "memorization")
 LOOPS = ("fully-synthetic", "augmentation", "fresh", "accumulate", "real-only")
 POLICY_SHORT = {"none": "none", "human": "human", "discriminator": "disc", "human+discriminator": "human+disc",

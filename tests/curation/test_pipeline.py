@@ -117,6 +117,34 @@ def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config, django
     assert (fresh_sets[0] | fresh_sets[1] | set(experiment.real_pool)) <= set(dataset_split(experiment.dataset_id).train)
 
 
+def test_the_levers_run_through_the_loop_keep_real_capped_synthetic_verifier_resampling(
+    tiny_config, django_capture_on_commit_callbacks
+):
+    config = tiny_config.replace(**{
+        "generations": 3, "mix.keep_real": True, "mix.accumulate": True, "mix.synthetic_ratio": 0.25,
+        "continue_training": True, "continue_steps": 20, "train.warm_ema": True, "curation.policy": "human+discriminator",
+        "curation.discriminator": "verifier", "curation.acceptance": "resample"})
+    experiment, generation = started_experiment(config)
+    run_through_celery(generation, django_capture_on_commit_callbacks)
+    generations = list(experiment.generations.order_by("index"))
+    assert [g.state for g in generations] == ["done"] * 3
+    for g in generations:
+        low, auc, high = (g.metrics[k] for k in ("verifier_auc_low", "verifier_auc", "verifier_auc_high"))
+        assert 0 <= low <= auc <= high <= 1
+        examples = g.metrics["verifier_examples"]
+        assert examples["real"] == len(real_models(experiment.dataset_id).split.curator)
+        assert examples["generated"] == config.samples_per_generation - config.rating.rating_budget
+        # Earlier generations' voted samples are pooled in.
+        assert examples["voted_up"] + examples["voted_down"] == config.rating.rating_budget * (g.index + 1)
+        assert not DiscriminatorVersion.objects.filter(generation=g).exists()
+        assert g.samples.filter(discriminator_score__isnull=True).count() == 0
+    # The whole pool every generation, synthetic capped at a quarter of it, drawn from all accepted so far.
+    for g in generations[1:]:
+        assert g.training_mix["real"] == config.pool_size
+        accepted = Sample.objects.filter(generation__experiment=experiment, generation__index__lt=g.index, accepted=True)
+        assert g.training_mix["synthetic"] == min(accepted.count(), config.pool_size // 4)
+
+
 @pytest.mark.embedded
 def test_run_experiment_writes_the_report(tmp_path):
     output = tmp_path / "report.json"
