@@ -31,26 +31,48 @@ POLICY_SHORT = {"none": "none", "human": "human", "discriminator": "disc", "huma
                 "random-matched": "random"}
 
 
+# The levers of curation (issue 13) a variant can pull, each a set of settings. Mix and training levers
+# change what the uncurated baseline of a variant is (it pulls them too); curation levers do not.
+LEVERS = {
+    "keep-real": {"mix.keep_real": True, "mix.accumulate": True, "mix.synthetic_ratio": 0.5},
+    "warm-ema": {"train.warm_ema": True},
+    "verifier": {"curation.discriminator": "verifier"},
+    "resample": {"curation.acceptance": "resample"},
+}
+MIX_LEVERS = ("keep-real", "warm-ema")
+
+
 @dataclass(frozen=True)
 class Variant:
     """One loop of the study. `loop`: fully-synthetic, augmentation, fresh, accumulate (augmentation,
     accumulating), or real-only: the control retrained every generation exactly as the others are, on
-    real data alone. `match`: the policy a random-matched variant copies the acceptance count of."""
+    real data alone. `match`: the policy a random-matched variant copies the acceptance count of.
+    `levers`: names from LEVERS joined by "+", pulled on top of the loop's settings."""
 
     loop: str
     policy: str
     guard: bool = False
     match: str = ""
+    levers: str = ""
 
     @property
     def name(self) -> str:
         policy = POLICY_SHORT[self.policy] + (f"({POLICY_SHORT[self.match]})" if self.match else "")
-        return f"{self.loop}/{policy}{'+guard' if self.guard else ''}"
+        return f"{self.loop}/{policy}{'+guard' if self.guard else ''}{'+' + self.levers if self.levers else ''}"
+
+    @property
+    def lever_names(self) -> list[str]:
+        return [name for name in self.levers.split("+") if name]
 
     def changes(self, base: ExperimentConfig, *, fresh_per_generation: int) -> dict:
+        unknown = [name for name in self.lever_names if name not in LEVERS]
+        if unknown:
+            raise ConfigError(f"unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
         changes: dict = {"curation.policy": self.policy, "curation.diversity_guard": self.guard}
         if self.match:
             changes["curation.match"] = self.match
+        for name in self.lever_names:
+            changes.update(LEVERS[name])
         real_fraction = base.mix.real_fraction or 0.5
         if self.loop == "fully-synthetic":
             changes.update({"mix.loop": "fully-synthetic", "mix.real_fraction": 0.0, "mix.accumulate": False})
@@ -61,8 +83,25 @@ class Variant:
             changes.update({"mix.loop": "augmentation", "mix.real_fraction": 1.0, "mix.accumulate": False})
         else:
             changes.update({"mix.loop": "augmentation", "mix.real_fraction": real_fraction,
-                            "mix.accumulate": self.loop == "accumulate"})
+                            "mix.accumulate": self.loop == "accumulate" or "keep-real" in self.lever_names})
         return changes
+
+
+def lever_variants() -> list[Variant]:
+    """Each lever of curation with the baselines it is judged against: on the fully-synthetic loop the
+    verifier (thresholded, and resampled beside a random filter matched on its count) and a warm EMA;
+    on the augmentation loop with all real data kept and synthetic capped, uncurated, matched-random,
+    the verifier resampling, and the product's default policy. Then the real-only control."""
+    synthetic, keep = "fully-synthetic", "augmentation"
+    return [Variant(synthetic, "none"), Variant(synthetic, "discriminator", levers="verifier"),
+            Variant(synthetic, "discriminator", levers="verifier+resample"),
+            Variant(synthetic, "random-matched", match="discriminator", levers="verifier+resample"),
+            Variant(synthetic, "none", levers="warm-ema"),
+            Variant(keep, "none", levers="keep-real"),
+            Variant(keep, "random-matched", match="discriminator", levers="keep-real+verifier+resample"),
+            Variant(keep, "discriminator", levers="keep-real+verifier+resample"),
+            Variant(keep, "human+discriminator", True, levers="keep-real"),
+            Variant("real-only", "none")]
 
 
 def study_variants() -> list[Variant]:
@@ -154,7 +193,9 @@ def uncurated(plan: StudyPlan, variant: Variant) -> Optional[Variant]:
     """The uncurated variant on the same mix (None for itself and the real-only control)."""
     if variant.policy == "none":
         return None
-    return next((v for v in plan.variants if v.loop == variant.loop and v.policy == "none"), None)
+    mix = [name for name in variant.lever_names if name in MIX_LEVERS]
+    return next((v for v in plan.variants if v.loop == variant.loop and v.policy == "none" and v.lever_names == mix),
+                None)
 
 
 def reached(plan: StudyPlan, results: Results) -> int:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from curation.ml.experiment_config import preset
-from curation.ml.study import StudyPlan, Variant, comparisons, report_generations, study_variants
+from curation.ml.experiment_config import ConfigError, preset
+from curation.ml.study import StudyPlan, Variant, comparisons, lever_variants, report_generations, study_variants, uncurated
 from curation.models import Experiment, Generation, Study
 from curation.services import CurationError
 from curation.studies import create_study, plan_study, run_study, study_results, write_study_report
@@ -48,6 +48,25 @@ def test_each_variant_runs_the_settings_it_names():
     fresh = configs["fresh/none"].mix
     assert fresh.loop == "fresh" and fresh.real_count * 2 <= plan.reservoir  # two fresh draws fit its reservoir
     assert configs["accumulate/none"].mix.accumulate and not configs["augmentation/none"].mix.accumulate
+
+
+def test_the_lever_variants_pull_their_settings_and_are_judged_against_baselines_with_the_same_mix():
+    plan = plan_study(base=preset("digits-tiny").replace(continue_training=True), variants=lever_variants(), seeds=[0],
+                      generations=3, preset="digits-tiny")
+    by_name = {v.name: v for v in plan.variants}
+    resampled = plan.config(by_name["augmentation/disc+keep-real+verifier+resample"], 0)
+    assert resampled.mix.keep_real and resampled.mix.accumulate and resampled.mix.synthetic_ratio == 0.5
+    assert (resampled.curation.discriminator, resampled.curation.acceptance) == ("verifier", "resample")
+    assert plan.config(by_name["fully-synthetic/none+warm-ema"], 0).train.warm_ema
+    # The baseline of a curated variant pulls its mix levers, not its curation levers.
+    assert uncurated(plan, by_name["augmentation/human+disc+guard+keep-real"]).name == "augmentation/none+keep-real"
+    assert uncurated(plan, by_name["fully-synthetic/disc+verifier+resample"]).name == "fully-synthetic/none"
+    with pytest.raises(ConfigError, match="unknown lever 'magic'"):
+        plan_study(base=preset("digits-tiny"), variants=[Variant("fully-synthetic", "none", levers="magic")], seeds=[0],
+                   generations=2)
+    with pytest.raises(ConfigError, match="keeping all real data applies to augmentation loops"):
+        plan_study(base=preset("digits-tiny"), variants=[Variant("fresh", "none", levers="keep-real")], seeds=[0],
+                   generations=2)
 
 
 def test_a_study_is_experiments_that_share_each_seeds_g0_and_resume(tmp_path):

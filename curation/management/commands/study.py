@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import ConfigError, preset
-from curation.ml.study import StudyPlan, study_variants
+from curation.ml.study import StudyPlan, lever_variants, study_variants
 from curation.models import Study
 from curation.services import CurationError
 from curation.studies import create_study, plan_study, queue_study, run_study, study_progress, write_study_report
@@ -37,6 +37,9 @@ class Command(BaseCommand):
         parser.add_argument("--seeds", type=int, default=5, help="Number of seeds (0..S-1); default 5.")
         parser.add_argument("--preset", help="Configuration preset; default study-cpu on a CPU, study-gpu on CUDA.")
         parser.add_argument("--variants", help="Comma-separated subset of variant names (default: all).")
+        parser.add_argument("--levers", action="store_true",
+                            help="Study the levers of curation (verifier, resampling, all real data kept with "
+                                 "synthetic capped, warm EMA) with their baselines, instead of the loop variants.")
         parser.add_argument("--workers", type=int, help="Experiments run at once in this process (default: cores / 2).")
         parser.add_argument("--queue", action="store_true",
                             help="Hand the experiments to the Celery workers instead of running them here.")
@@ -93,7 +96,7 @@ class Command(BaseCommand):
         if options["generations"] < 1 or options["seeds"] < 1:
             raise CommandError("--generations and --seeds must be at least 1")
         name = options["preset"] or ("study-gpu" if device == "cuda" else "study-cpu")
-        variants = study_variants()
+        variants = lever_variants() if options["levers"] else study_variants()
         if options["variants"]:
             wanted = [v.strip() for v in options["variants"].split(",") if v.strip()]
             known = {v.name: v for v in variants}
