@@ -50,6 +50,13 @@ SETTINGS = [
     ("Sampling", "sample.steps", forms.IntegerField(label="Sampler steps")),
     ("Sampling", "sample.temperature", forms.FloatField(label="Sampling temperature",
                                                          help_text="The sampling bias: below 1 truncates toward typical samples (the MAD paper's λ).")),
+    ("Sampling", "sample.guidance", forms.FloatField(label="Negative guidance w",
+                                                      help_text="From G1 on, steer away from a guide model: "
+                                                                "(1 + w) base - w guide. 0: off.")),
+    ("Sampling", "guidance_source", forms.ChoiceField(
+        choices=[("own", "own: the previous generation's samples"), ("rejected", "rejected: those curation turned down")],
+        label="Guide trained on")),
+    ("Sampling", "guidance_steps", forms.IntegerField(label="Guide fine-tuning steps")),
     ("Sampling", "metric_samples", forms.IntegerField(label="Samples for metrics")),
     ("Curation", "curation.policy", forms.ChoiceField(choices=_choices(POLICIES), label="Curation policy")),
     ("Curation", "curation.threshold", forms.FloatField(label="Acceptance threshold")),

@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from curation.datasets import real_arrays, real_models
 from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
-from curation.ml.experiment_config import METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
+from curation.ml.experiment_config import GUIDE_KEY, METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
 from curation.ml.verifier import Verification, verify
 from curation.ml.evaluation import evaluate
@@ -156,8 +156,33 @@ def train_step(generation: Generation, *, bar: bool = False) -> None:
             copy_checkpoint(media_path(relative), cached)
     # A redelivered task (its first worker lost) resumes from the last checkpoint: say from where.
     metrics = {**generation.metrics, "train_resumed_from_step": result.resumed_from_step}
+    if config.sample.guidance > 0 and generation.index > 0:
+        metrics.update(_train_guide(generation, config, media_path(relative), bar=bar))
     _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256,
                metrics=metrics)
+
+
+def _guide_dir(generation: Generation) -> str:
+    return f"experiments/{generation.experiment_id}/g{generation.index:03d}/guide"
+
+
+def _train_guide(generation: Generation, config, base_dir, *, bar: bool) -> dict:
+    """The negative-guidance model: this generation's model fine-tuned on the previous generation's
+    samples (all of them, or those curation turned down). Idempotent like any training."""
+    previous = generation.experiment.generations.get(index=generation.index - 1)
+    samples = previous.samples.all() if config.guidance_source == "own" else previous.samples.filter(accepted=False)
+    paths = list(samples.order_by("index").values_list("image", flat=True))
+    if not paths:  # nothing to steer away from: this generation samples its model alone
+        return {"guide_images": 0}
+    train_config, _ = config.train_config_for(generation.index, seed=sample_seed(config.seed, GUIDE_KEY, generation.index),
+                                              device=settings.OUROBOROS_DEVICE)
+    train_config = dataclasses.replace(train_config, steps=config.guidance_steps,
+                                       warmup_steps=min(train_config.warmup_steps, config.guidance_steps // 10))
+    with GenerationProgress(generation, "training the guide", bar=bar) as progress:
+        train_unet(read_images(paths, generation.experiment.dataset.channels), model_config=config.model,
+                   train_config=train_config, checkpoint_dir=media_path(_guide_dir(generation)), init_from=base_dir,
+                   progress=progress)
+    return {"guide_images": len(paths)}
 
 
 # --- sampling -----------------------------------------------------------------------------------
@@ -176,10 +201,13 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
     rank = {int(index): position / count for position, index in enumerate(rating_order)}
     models = real_models(experiment.dataset_id)
     checkpoint = media_path(generation.checkpoint_dir)
+    guide = media_path(_guide_dir(generation))
+    guide = guide if sample_config.guidance > 0 and is_trained(guide) else None
+    guidance = sample_config.guidance if guide is not None else 0.0
 
     with GenerationProgress(generation, "sampling", bar=bar) as progress:
         seeds = [sample_seed(config.seed, SAMPLE_KEY, generation.index, i) for i in missing]
-        images = sample_images(checkpoint, seeds, sample_config, progress=progress) if missing else None
+        images = sample_images(checkpoint, seeds, sample_config, progress=progress, guide_dir=guide) if missing else None
     if missing:
         predicted = models.rater_model.predict(images)  # the curators' classes: the diversity guard's groups
         rows = []
@@ -197,6 +225,7 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
                 "sampler": sample_config.sampler,
                 "steps": sample_config.steps,
                 "temperature": sample_config.temperature,
+                "guidance": guidance,
                 "seed": seeds[position],
             })
             path = write_atomically(f"experiments/{experiment.pk}/g{generation.index:03d}/samples/{index:05d}.png", data)
@@ -230,7 +259,8 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
         # Too few stored samples for stable metrics: draw more, only for measuring.
         with GenerationProgress(generation, "sampling for metrics", bar=bar) as progress:
             seeds = [sample_seed(config.seed, METRIC_KEY, generation.index, i) for i in range(extra)]
-            metric_images = np.concatenate([metric_images, sample_images(checkpoint, seeds, sample_config, progress)])
+            metric_images = np.concatenate([metric_images, sample_images(checkpoint, seeds, sample_config, progress,
+                                                                         guide_dir=guide)])
     metrics = dict(generation.metrics)
     metrics.update(evaluate(models.evaluation, metric_images))
     if experiment.real_floor != models.real_floor:

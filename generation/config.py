@@ -18,6 +18,10 @@ class SampleConfig:
     # The sampling bias, explicit: the starting noise is scaled by `temperature`. Below 1 it
     # truncates towards the typical samples (the MAD paper's lambda < 1); 1 is unbiased.
     temperature: float = 1.0
+    # Negative guidance (w): the noise predicted is (1 + w) * base - w * guide, steering samples away
+    # from what a guide model (the base fine-tuned on its own or its rejected samples) produces.
+    # 0 samples the base model alone.
+    guidance: float = 0.0
     batch_size: int = 512
     device: str = "auto"
 
@@ -28,3 +32,5 @@ class SampleConfig:
             raise ValueError("a sampler needs at least one step")
         if not 0.0 < self.temperature <= 2.0:
             raise ValueError(f"temperature must be in (0, 2], not {self.temperature}")
+        if not 0.0 <= self.guidance <= 10.0:
+            raise ValueError(f"guidance must be within [0, 10], not {self.guidance}")

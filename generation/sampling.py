@@ -58,10 +58,13 @@ def sample_images(
     seeds: Sequence[int],
     config: SampleConfig = SampleConfig(),
     progress: Optional[ProgressCallback] = None,
+    guide_dir: Optional[Path] = None,
 ) -> np.ndarray:
-    """One image per seed, as float32 (N, C, H, W) in [0, 1]."""
+    """One image per seed, as float32 (N, C, H, W) in [0, 1]. With a `guide_dir` (a model of the same
+    shape) and `config.guidance` w > 0, each step follows (1 + w) * base - w * guide's noise."""
     device = resolve_device(config.device)
     unet = load_unet(checkpoint_dir, device)
+    guide = load_unet(guide_dir, device) if guide_dir is not None and config.guidance > 0 else None
     size, channels = unet.config.sample_size, unet.config.in_channels
     out = np.empty((len(seeds), channels, size, size), dtype=np.float32)
     total_steps = max(1, len(seeds) * config.steps)
@@ -76,6 +79,9 @@ def sample_images(
             # Mixed precision on CUDA for the network only; the sampler's arithmetic stays in float32.
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 predicted_noise = unet(model_input, t).sample.float()
+                if guide is not None:
+                    away = guide(model_input, t).sample.float()
+                    predicted_noise = (1.0 + config.guidance) * predicted_noise - config.guidance * away
             x = _step(scheduler, predicted_noise, t, x, generators)
             if (i + 1) % 10 == 0 or i + 1 == len(scheduler.timesteps):
                 done = start * config.steps + len(batch_seeds) * (i + 1)

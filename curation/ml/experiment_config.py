@@ -22,6 +22,7 @@ from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, Train
 from training.mix import LOOPS, MixConfig
 
 RATER_KINDS = ("simulated", "human")
+GUIDANCE_SOURCES = ("own", "rejected")
 
 
 class ConfigError(ValueError):
@@ -33,8 +34,8 @@ class ConfigError(ValueError):
 
 
 # Keys that separate the seeds a generation derives from the experiment seed (with `sample_seed`):
-# stored samples, metric-only samples, rating order and training.
-SAMPLE_KEY, METRIC_KEY, RATING_ORDER_KEY, TRAIN_KEY = 1, 2, 3, 4
+# stored samples, metric-only samples, rating order, training and the guidance model's training.
+SAMPLE_KEY, METRIC_KEY, RATING_ORDER_KEY, TRAIN_KEY, GUIDE_KEY = 1, 2, 3, 4, 5
 
 
 # --- bounds -------------------------------------------------------------------------------------
@@ -183,6 +184,9 @@ BOUNDS: dict[str, Bound] = {
     "sample.sampler": Bound("choice", choices=SAMPLERS),
     "sample.steps": _int(1, 1000),
     "sample.temperature": Bound("number", 0, 2, low_open=True),
+    "sample.guidance": Bound("number", 0, 10),
+    "guidance_source": Bound("choice", choices=GUIDANCE_SOURCES),
+    "guidance_steps": _int(1, MAX_STEPS),
     "sample.batch_size": _int(1, 16_384),
     "sample.device": Bound("device"),
     "mix.loop": Bound("choice", choices=LOOPS),
@@ -327,6 +331,11 @@ class ExperimentConfig:
     # The peak learning rate when continuing; None keeps train.learning_rate. A warm restart at the
     # from-scratch rate shakes a trained model more than a few hundred steps can settle.
     continue_learning_rate: float | None = None
+    # Negative guidance (sample.guidance > 0), from G1 on: the guide is this generation's model
+    # fine-tuned for `guidance_steps` on the previous generation's samples ("own": all of them, as in
+    # self-improving diffusion with synthetic data) or on those curation turned down ("rejected").
+    guidance_source: str = "own"
+    guidance_steps: int = 200
     # Create and start the next generation as soon as one is done; off, staff advance by hand.
     auto_advance: bool = True
     model: ModelConfig = DIGITS_MODEL

@@ -31,15 +31,17 @@ POLICY_SHORT = {"none": "none", "human": "human", "discriminator": "disc", "huma
                 "random-matched": "random"}
 
 
-# The levers of curation (issue 13) a variant can pull, each a set of settings. Mix and training levers
-# change what the uncurated baseline of a variant is (it pulls them too); curation levers do not.
+# The levers of curation a variant can pull, each a set of settings. Levers of the loop itself (its
+# mix, training and sampling) change what a variant's uncurated baseline is (it pulls them too);
+# levers of curation do not.
 LEVERS = {
     "keep-real": {"mix.keep_real": True, "mix.accumulate": True, "mix.synthetic_ratio": 0.5},
     "warm-ema": {"train.warm_ema": True},
     "verifier": {"curation.discriminator": "verifier"},
     "resample": {"curation.acceptance": "resample"},
+    "guidance": {"sample.guidance": 1.0, "guidance_source": "own"},
 }
-MIX_LEVERS = ("keep-real", "warm-ema")
+LOOP_LEVERS = ("keep-real", "warm-ema", "guidance")
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,16 @@ class Variant:
 
 def lever_variants() -> list[Variant]:
     """Each lever of curation with the baselines it is judged against: on the fully-synthetic loop the
-    verifier (thresholded, and resampled beside a random filter matched on its count) and a warm EMA;
-    on the augmentation loop with all real data kept and synthetic capped, uncurated, matched-random,
-    the verifier resampling, and the product's default policy. Then the real-only control."""
+    verifier (thresholded, and resampled beside a random filter matched on its count), a warm EMA and
+    negative guidance; on the augmentation loop with all real data kept and synthetic capped,
+    uncurated (with and without guidance), matched-random, the verifier resampling, and the product's
+    default policy. Then the real-only control."""
     synthetic, keep = "fully-synthetic", "augmentation"
     return [Variant(synthetic, "none"), Variant(synthetic, "discriminator", levers="verifier"),
             Variant(synthetic, "discriminator", levers="verifier+resample"),
             Variant(synthetic, "random-matched", match="discriminator", levers="verifier+resample"),
-            Variant(synthetic, "none", levers="warm-ema"),
-            Variant(keep, "none", levers="keep-real"),
+            Variant(synthetic, "none", levers="warm-ema"), Variant(synthetic, "none", levers="guidance"),
+            Variant(keep, "none", levers="keep-real"), Variant(keep, "none", levers="keep-real+guidance"),
             Variant(keep, "random-matched", match="discriminator", levers="keep-real+verifier+resample"),
             Variant(keep, "discriminator", levers="keep-real+verifier+resample"),
             Variant(keep, "human+discriminator", True, levers="keep-real"),
@@ -193,7 +196,7 @@ def uncurated(plan: StudyPlan, variant: Variant) -> Optional[Variant]:
     """The uncurated variant on the same mix (None for itself and the real-only control)."""
     if variant.policy == "none":
         return None
-    mix = [name for name in variant.lever_names if name in MIX_LEVERS]
+    mix = [name for name in variant.lever_names if name in LOOP_LEVERS]
     return next((v for v in plan.variants if v.loop == variant.loop and v.policy == "none" and v.lever_names == mix),
                 None)
 

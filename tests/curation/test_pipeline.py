@@ -9,6 +9,8 @@ from django.core.management import call_command
 from curation import pipeline, tasks
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
 from curation.datasets import dataset_split, real_models
+from curation.images import media_path
+from curation.ml.imaging import read_provenance
 from curation.services import CurationError, create_experiment
 from tests.curation.factories import started_experiment
 
@@ -143,6 +145,23 @@ def test_the_levers_run_through_the_loop_keep_real_capped_synthetic_verifier_res
         assert g.training_mix["real"] == config.pool_size
         accepted = Sample.objects.filter(generation__experiment=experiment, generation__index__lt=g.index, accepted=True)
         assert g.training_mix["synthetic"] == min(accepted.count(), config.pool_size // 4)
+
+
+@pytest.mark.parametrize("source", ["own", "rejected"])
+def test_negative_guidance_trains_a_guide_on_the_previous_generations_samples(
+    tiny_config, django_capture_on_commit_callbacks, source
+):
+    config = tiny_config.replace(**{"generations": 2, "sample.guidance": 1.0, "guidance_source": source,
+                                    "guidance_steps": 10})
+    experiment, generation = started_experiment(config)
+    run_through_celery(generation, django_capture_on_commit_callbacks)
+    g0, g1 = experiment.generations.order_by("index")
+    assert (g0.state, g1.state) == ("done", "done") and "guide_images" not in g0.metrics
+    own = g0.samples.count() if source == "own" else g0.samples.filter(accepted=False).count()
+    assert g1.metrics["guide_images"] == own > 0
+    card = json.loads((media_path(pipeline._guide_dir(g1)) / "checkpoint.json").read_text())
+    assert card["step"] == 10 and card["init_from"].endswith(g1.checkpoint_dir)
+    assert read_provenance(media_path(g1.samples.first().image.name))["guidance"] == "1.0"
 
 
 @pytest.mark.embedded
