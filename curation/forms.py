@@ -72,6 +72,10 @@ SETTINGS = [
         label="Discriminator", help_text="What scores the samples nobody rated.")),
     ("Curation", "curation.diversity_guard", forms.BooleanField(required=False, label="Diversity guard",
                                                                  help_text="Accept per class in the real data's proportions.")),
+    ("Curation", "curation.guard_mode", forms.ChoiceField(
+        choices=[("classes", "classes: each class its best-scored samples"),
+                 ("coverage", "coverage: each class a spread of samples, unrated ones rescued")],
+        label="Guard keeps")),
     ("Curation", "curation.guard_floor", forms.FloatField(label="Guard floor",
                                                            help_text="The lowest score the guard may accept to fill a class's quota.")),
     ("Curation", "curation.match", forms.ChoiceField(choices=_choices(CURATING), required=False,

@@ -31,6 +31,7 @@ from curation.ml.verifier import Verification, verify
 from curation.ml.evaluation import evaluate
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.policy import curate
+from curation.ml.reference import flatten
 from curation.ml.raters import panel_vote_share, rater_threshold, sample_keys, simulated_votes
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, Vote
 from curation.progress import GenerationProgress, StepInterrupted
@@ -377,13 +378,16 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         scores = fitted.score(features)
 
     groups = np.array([s.predicted_class for s in samples])
+    # The coverage guard spreads its choice over the images and may rescue unrated samples by their scores.
+    coverage = config.curation.diversity_guard and config.curation.guard_mode == "coverage"
     decision = curate(
         config.curation,
         vote_share=vote_share,
-        discriminator_score=scores if config.curation.needs_discriminator else np.full(len(samples), np.nan),
+        discriminator_score=scores if config.curation.needs_discriminator or coverage else np.full(len(samples), np.nan),
         groups=groups,
         group_proportions=models.class_proportions,
         seed=sample_seed(config.seed, generation.index),
+        features=flatten(images) if coverage else None,
     )
     for n, row in enumerate(samples):
         row.vote_share = None if np.isnan(vote_share[n]) else float(vote_share[n])

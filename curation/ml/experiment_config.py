@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curation.ml.policy import ACCEPTANCE, CURATING, DISCRIMINATORS, POLICIES, CurationPolicy
+from curation.ml.policy import ACCEPTANCE, CURATING, DISCRIMINATORS, GUARD_MODES, POLICIES, CurationPolicy
 from curation.ml.raters import SimulatedRaterConfig
 from generation.config import SAMPLERS, SampleConfig
 from training.config import DIGITS_MODEL, DIGITS_MODEL_LARGE, ModelConfig, TrainConfig
@@ -199,6 +199,7 @@ BOUNDS: dict[str, Bound] = {
     "curation.threshold": _fraction,
     "curation.diversity_guard": Bound("bool"),
     "curation.guard_floor": _fraction,
+    "curation.guard_mode": Bound("choice", choices=GUARD_MODES),
     "curation.match": Bound("choice", choices=CURATING),
     "curation.acceptance": Bound("choice", choices=ACCEPTANCE),
     "curation.resample_cap": Bound("number", 1, 1000),

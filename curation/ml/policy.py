@@ -22,6 +22,7 @@ places back to the groups that already have their share.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 
@@ -30,6 +31,7 @@ POLICIES = ("none", *CURATING, "random-matched")
 REASONS = ("all", "human", "discriminator", "both", "guard", "random")
 ACCEPTANCE = ("threshold", "resample")
 DISCRIMINATORS = ("votes", "verifier")
+GUARD_MODES = ("classes", "coverage")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class CurationPolicy:
     threshold: float = 0.5
     diversity_guard: bool = False
     guard_floor: float = 0.25
+    # "classes": each class takes its best-scored samples; "coverage": each class takes samples spread
+    # over its variety (farthest-point in image space), and may rescue unrated samples the
+    # discriminator scores at or above the floor.
+    guard_mode: str = "classes"
     # The policy whose number of acceptances `random-matched` copies (with its guard setting).
     match: str = "human"
     # How a score becomes a decision: "threshold" keeps what scores at or above `threshold`;
@@ -51,6 +57,8 @@ class CurationPolicy:
     def __post_init__(self) -> None:
         if self.acceptance not in ACCEPTANCE:
             raise ValueError(f"unknown acceptance {self.acceptance!r}; choose one of {', '.join(ACCEPTANCE)}")
+        if self.guard_mode not in GUARD_MODES:
+            raise ValueError(f"unknown guard mode {self.guard_mode!r}; choose one of {', '.join(GUARD_MODES)}")
         if self.discriminator not in DISCRIMINATORS:
             raise ValueError(f"unknown discriminator {self.discriminator!r}; choose one of {', '.join(DISCRIMINATORS)}")
         if not self.resample_cap >= 1.0:
@@ -86,15 +94,17 @@ def curate(
     groups: np.ndarray,
     group_proportions: dict,
     seed: int = 0,
+    features: Optional[np.ndarray] = None,
 ) -> Decision:
     """Decide every sample. `vote_share` is the up-vote fraction (NaN where a sample lacks its votes);
-    `discriminator_score` is P(accept) (NaN where there is no discriminator)."""
+    `discriminator_score` is P(accept) (NaN where there is no discriminator); `features` (N, D), what
+    the coverage guard spreads its choice over."""
     count = len(vote_share)
     voted = ~np.isnan(vote_share)
     if config.policy == "random-matched":
         matched = curate(replace(config, policy=config.match), vote_share=vote_share,
                          discriminator_score=discriminator_score, groups=groups, group_proportions=group_proportions,
-                         seed=seed)
+                         seed=seed, features=features)
         score = np.random.default_rng(seed).random(count)
         accepted = np.zeros(count, dtype=bool)
         accepted[np.argsort(score, kind="stable")[: int(matched.accepted.sum())]] = True
@@ -118,7 +128,13 @@ def curate(
         accepted = _accept(config, score, seed)
         reason = np.where(accepted, source, "").astype(object)
 
-    if config.diversity_guard:
+    if config.diversity_guard and config.guard_mode == "coverage":
+        if features is None:
+            raise ValueError("the coverage guard needs the samples' features")
+        rescue_score = np.where(np.isnan(score), discriminator_score, score)
+        accepted, reason = _apply_coverage_guard(config, rescue_score, accepted, reason, groups, group_proportions,
+                                                 np.asarray(features, dtype=np.float64))
+    elif config.diversity_guard:
         accepted, reason = _apply_guard(config, score, accepted, reason, groups, group_proportions)
     return Decision(accepted=accepted, reason=reason, score=score)
 
@@ -168,3 +184,49 @@ def _apply_guard(config, score, accepted, reason, groups, group_proportions):
             new_accepted[rescue] = True
             new_reason[rescue] = "guard"
     return new_accepted, new_reason
+
+
+def _apply_coverage_guard(config, score, accepted, reason, groups, group_proportions, features):
+    """Per class, in the real data's proportions, a spread of samples rather than the best-scored: the
+    accepted ones chosen by farthest-point (the highest-scored first, then each the farthest from
+    those chosen), and where a class has too few, the rest filled the same way from samples scored at
+    or above the floor, unrated ones included (scored by the discriminator)."""
+    target = int(accepted.sum())
+    new_accepted = np.zeros_like(accepted)
+    new_reason = np.full(len(accepted), "", dtype=object)
+    ranked_score = np.where(np.isnan(score), -np.inf, score)
+    for group, quota in quotas(target, group_proportions).items():
+        members = np.flatnonzero(groups == group)
+        passing = members[accepted[members]]
+        chosen = _farthest_points(features, passing, [], quota, ranked_score)
+        rescuable = members[~accepted[members] & (ranked_score[members] >= config.guard_floor)]
+        rescued = _farthest_points(features, rescuable, chosen, quota - len(chosen), ranked_score)
+        new_accepted[chosen] = True
+        new_reason[chosen] = reason[chosen]
+        new_accepted[rescued] = True
+        new_reason[rescued] = "guard"
+    return new_accepted, new_reason
+
+
+def _farthest_points(features, candidates, chosen, count, ranked_score) -> list[int]:
+    """Up to `count` of `candidates`, each the farthest from those already chosen (starting from the
+    best-scored candidate when nothing is chosen yet)."""
+    candidates = np.asarray(candidates, dtype=int)
+    if count <= 0 or len(candidates) == 0:
+        return []
+    if count >= len(candidates):
+        return candidates.tolist()
+    picked: list[int] = []
+    if chosen:
+        nearest = np.min(np.linalg.norm(features[candidates, None, :] - features[None, chosen, :], axis=2), axis=1)
+    else:
+        first = int(np.argmax(ranked_score[candidates]))
+        picked.append(int(candidates[first]))
+        nearest = np.linalg.norm(features[candidates] - features[candidates[first]], axis=1)
+        nearest[first] = -np.inf
+    while len(picked) < count:
+        best = int(np.argmax(nearest))
+        picked.append(int(candidates[best]))
+        nearest = np.minimum(nearest, np.linalg.norm(features[candidates] - features[candidates[best]], axis=1))
+        nearest[best] = -np.inf
+    return picked

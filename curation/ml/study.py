@@ -40,6 +40,7 @@ LEVERS = {
     "verifier": {"curation.discriminator": "verifier"},
     "resample": {"curation.acceptance": "resample"},
     "guidance": {"sample.guidance": 1.0, "guidance_source": "own"},
+    "coverage": {"curation.diversity_guard": True, "curation.guard_mode": "coverage"},
 }
 LOOP_LEVERS = ("keep-real", "warm-ema", "guidance")
 
@@ -94,7 +95,7 @@ def lever_variants() -> list[Variant]:
     verifier (thresholded, and resampled beside a random filter matched on its count), a warm EMA and
     negative guidance; on the augmentation loop with all real data kept and synthetic capped,
     uncurated (with and without guidance), matched-random, the verifier resampling, and the product's
-    default policy. Then the real-only control."""
+    default policy with the class guard and with the coverage guard. Then the real-only control."""
     synthetic, keep = "fully-synthetic", "augmentation"
     return [Variant(synthetic, "none"), Variant(synthetic, "discriminator", levers="verifier"),
             Variant(synthetic, "discriminator", levers="verifier+resample"),
@@ -104,6 +105,7 @@ def lever_variants() -> list[Variant]:
             Variant(keep, "random-matched", match="discriminator", levers="keep-real+verifier+resample"),
             Variant(keep, "discriminator", levers="keep-real+verifier+resample"),
             Variant(keep, "human+discriminator", True, levers="keep-real"),
+            Variant(keep, "human+discriminator", levers="keep-real+coverage"),
             Variant("real-only", "none")]
 
 

@@ -30,7 +30,7 @@ def form_data(**overrides):
         "samples_per_generation": 96, "sample__sampler": "dpm-solver++", "sample__steps": 10,
         "sample__temperature": 1.0, "sample__guidance": 0.0, "guidance_source": "own", "guidance_steps": 200,
         "metric_samples": 128, "curation__policy": "human+discriminator",
-        "curation__threshold": 0.5, "curation__guard_floor": 0.25, "curation__acceptance": "threshold",
+        "curation__threshold": 0.5, "curation__guard_floor": 0.25, "curation__guard_mode": "classes", "curation__acceptance": "threshold",
         "curation__resample_cap": 4.0, "curation__discriminator": "votes", "rating__raters": "simulated",
         "rating__votes_per_sample": 3, "rating__rating_budget": 48, "rating__gold_rate": 0.1,
         "model__block_out_channels": "small", "model__beta_schedule": "squaredcos_cap_v2", "train__steps": 40,

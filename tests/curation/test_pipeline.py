@@ -119,13 +119,14 @@ def test_a_fresh_loop_draws_new_real_images_every_generation(tiny_config, django
     assert (fresh_sets[0] | fresh_sets[1] | set(experiment.real_pool)) <= set(dataset_split(experiment.dataset_id).train)
 
 
-def test_the_levers_run_through_the_loop_keep_real_capped_synthetic_verifier_resampling(
+def test_the_levers_run_through_the_loop_keep_real_capped_synthetic_verifier_resampling_coverage(
     tiny_config, django_capture_on_commit_callbacks
 ):
     config = tiny_config.replace(**{
         "generations": 3, "mix.keep_real": True, "mix.accumulate": True, "mix.synthetic_ratio": 0.25,
         "continue_training": True, "continue_steps": 20, "train.warm_ema": True, "curation.policy": "human+discriminator",
-        "curation.discriminator": "verifier", "curation.acceptance": "resample"})
+        "curation.discriminator": "verifier", "curation.acceptance": "resample", "curation.diversity_guard": True,
+        "curation.guard_mode": "coverage"})
     experiment, generation = started_experiment(config)
     run_through_celery(generation, django_capture_on_commit_callbacks)
     generations = list(experiment.generations.order_by("index"))

@@ -8,10 +8,11 @@ from curation.ml.policy import CurationPolicy, curate, quotas
 NAN = np.nan
 
 
-def decide(policy, votes, scores, groups=None, proportions=None, seed=0, **kwargs):
+def decide(policy, votes, scores, groups=None, proportions=None, seed=0, features=None, **kwargs):
     groups = np.zeros(len(votes), dtype=int) if groups is None else groups
     return curate(
         CurationPolicy(policy=policy, **kwargs),
+        features=features,
         vote_share=np.array(votes, dtype=float),
         discriminator_score=np.array(scores, dtype=float),
         groups=groups,
@@ -73,6 +74,29 @@ def test_resampling_keeps_each_sample_with_its_capped_odds_over_the_cap():
     assert votes.accepted.tolist() == [True, False, True] and votes.reason.tolist() == ["human", "", "discriminator"]
 
 
+def test_the_coverage_guard_keeps_a_spread_within_a_class_and_rescues_unrated_samples():
+    # One class: 60 near-identical high scorers clustered at 0, 20 rated samples spread out scoring 0.6.
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 0.01, (60, 2)), rng.uniform(-5, 5, (20, 2)), rng.uniform(-5, 5, (20, 2))])
+    votes = np.concatenate([np.full(60, 1.0), np.full(20, 0.67), np.full(20, NAN)])
+    scores = np.concatenate([np.full(60, 0.9), np.full(20, 0.6), np.full(20, 0.4)])
+    best = decide("human", votes, scores, diversity_guard=True)
+    spread = decide("human", votes, scores, diversity_guard=True, guard_mode="coverage", features=features)
+    assert best.accepted.sum() == spread.accepted.sum() == 80  # the same count, chosen differently
+    def reach(decision):  # the farthest any sample is from the accepted set: how well it is covered
+        kept = features[decision.accepted]
+        return np.linalg.norm(features[:, None] - kept[None], axis=2).min(axis=1).max()
+    assert reach(spread) <= reach(best)
+    # Fewer passing than the quota: unrated samples the discriminator scores above the floor fill it.
+    few = decide("human", np.concatenate([np.full(5, 1.0), np.full(95, NAN)]), np.full(100, 0.3),
+                 groups=np.array([0] * 50 + [1] * 50), proportions={0: 0.4, 1: 0.6}, diversity_guard=True,
+                 guard_mode="coverage", features=features)
+    assert few.accepted.sum() == 5 and set(few.reason[few.accepted]) <= {"human", "guard"}
+    assert (few.reason == "guard").sum() == 3  # class 1's quota of 3, all unrated, rescued
+    with pytest.raises(ValueError, match="needs the samples' features"):
+        decide("human", votes, scores, diversity_guard=True, guard_mode="coverage")
+
+
 def test_quotas_share_a_total_exactly_in_proportion():
     shares = quotas(10, {0: 0.5, 1: 0.3, 2: 0.2})
     assert shares == {0: 5, 1: 3, 2: 2}
@@ -111,7 +135,8 @@ def test_the_guard_never_accepts_below_its_floor():
                                              ({"threshold": 2}, "threshold"), ({"guard_floor": 0.9}, "guard floor"),
                                              ({"match": "none"}, "random-matched copies one of"),
                                              ({"acceptance": "vibes"}, "unknown acceptance"),
-                                             ({"resample_cap": 0.5}, "resampling cap must be at least 1")])
+                                             ({"resample_cap": 0.5}, "resampling cap must be at least 1"),
+                                             ({"guard_mode": "vibes"}, "unknown guard mode")])
 def test_bad_curation_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CurationPolicy(**kwargs)
