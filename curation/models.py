@@ -328,6 +328,8 @@ class Claim(models.Model):
     token = models.CharField(max_length=32, unique=True, default=new_claim_token)
     expires_at = models.DateTimeField(db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The rater passed on it without a vote: released for others, never served to this rater again.
+    skipped = models.BooleanField(default=False, db_default=False)  # (claims are inserted in raw SQL too)
 
     class Meta:
         constraints = [

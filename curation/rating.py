@@ -348,6 +348,25 @@ def cast(*, rater: Rater, token, up, request_id) -> None:
                 raise
 
 
+def skip(*, rater: Rater, token, clock: Clock = timezone.now) -> None:
+    """Pass on a served item without a vote: its claim is released at once (the sample goes back to the
+    queue for the other raters) and the item is never served to this rater again. Skipping an item
+    twice changes nothing; an item already voted on is undone, not skipped."""
+    if not isinstance(token, str) or not TOKEN.fullmatch(token):
+        raise CurationError("token must be the item token the rating page was given")
+    with transaction.atomic():
+        claim = Claim.objects.select_for_update().filter(rater=rater, token=token).first()
+        if claim is None:
+            raise CurationError("no item with this token was served to you")
+        if claim.skipped:
+            return
+        answered = (Vote.objects.filter(rater=rater, sample_id=claim.sample_id).exists() if claim.sample_id
+                    else GoldAnswer.objects.filter(rater=rater, gold_item_id=claim.gold_item_id).exists())
+        if answered:
+            raise CurationError("you have voted on this item: undo the vote to take it back")
+        Claim.objects.filter(pk=claim.pk).update(skipped=True, expires_at=min(claim.expires_at, clock()))
+
+
 def served_image(*, rater: Rater, token: str) -> Optional[str]:
     """The stored file name of the image behind a token served to `rater`, or None."""
     if not TOKEN.fullmatch(token):
@@ -494,7 +513,7 @@ _CANDIDATES_SQL = """
 SELECT s.id, s.generation_id, s.vote_count, s.rating_rank FROM {sample} s
 WHERE s.generation_id = %s AND s.needs_votes
   AND s.id NOT IN (SELECT v.sample_id FROM {vote} v WHERE v.rater_id = %s AND v.open AND v.generation_id = %s)
-  AND s.id NOT IN (SELECT c.sample_id FROM {claim} c WHERE c.rater_id = %s AND c.expires_at > %s
+  AND s.id NOT IN (SELECT c.sample_id FROM {claim} c WHERE c.rater_id = %s AND (c.expires_at > %s OR c.skipped)
                    AND c.sample_id IS NOT NULL)
   AND s.vote_count + (SELECT COUNT(*) FROM {claim} c WHERE c.sample_id = s.id AND c.rater_id <> %s
                       AND c.expires_at > %s) < %s

@@ -110,6 +110,17 @@ def api_vote(request):
 
 @require_POST
 @rater_required
+def api_skip(request):
+    try:
+        body = _json_body(request)
+        rating.skip(rater=request.rater, token=body.get("token"))
+    except CurationError as error:
+        return _error(str(error))
+    return JsonResponse({"ok": True})
+
+
+@require_POST
+@rater_required
 def api_undo(request):
     try:
         body = _json_body(request)

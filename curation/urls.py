@@ -23,5 +23,6 @@ urlpatterns = [
     path("rate/api/next", rating_views.api_next, name="api-next"),
     path("rate/api/vote", rating_views.api_vote, name="api-vote"),
     path("rate/api/undo", rating_views.api_undo, name="api-undo"),
+    path("rate/api/skip", rating_views.api_skip, name="api-skip"),
     path("rate/image/<str:token>", rating_views.item_image, name="item-image"),
 ]

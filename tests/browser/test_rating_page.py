@@ -113,3 +113,31 @@ def test_the_page_retries_server_errors_shows_votes_waiting_and_skips_refusals(l
     page.keyboard.press("k")  # later votes are not blocked behind the refused one
     page.wait_for_function("document.getElementById('rated-today').textContent === '2'", timeout=20_000)
     assert Vote.objects.count() == 2 and not Vote.objects.filter(sample_id=second).exists()
+
+
+def test_a_rater_skips_with_the_keyboard_and_the_key_list_names_every_key(live_server, page, tiny_config):
+    open_generation(tiny_config.replace(generations=1), samples=4, votes_needed=1)
+    rater = human_rater("sam")
+    rater.user.set_password("correct horse battery")
+    rater.user.save()
+    log_in(page, live_server.url, "sam", "correct horse battery", "/rate/")
+    page.wait_for_url("**/rate/")
+    page.wait_for_function("document.getElementById('left').textContent === '4'")
+
+    skipped = current_id(page)
+    page.keyboard.press("s")  # skip: the next item, no vote
+    page.wait_for_function(f"document.getElementById('current').dataset.token !== '{token_of(skipped)}'")
+    page.wait_for_function("!document.getElementById('status').textContent.includes('waiting')")
+    claim = Claim.objects.get(sample_id=skipped)
+    assert claim.skipped and not Vote.objects.exists()
+    assert page.text_content("#left") == "4"  # still needs its vote, from someone else
+
+    page.keyboard.press("?")  # the key list
+    dialog = page.locator("#keys")
+    assert dialog.is_visible()
+    for key in ("k", "j", "s", "u", "g", "?"):
+        assert dialog.locator(f"kbd:text-is('{key}')").count() == 1, key
+    page.keyboard.press("k")  # keys do nothing while the list is up
+    assert not Vote.objects.exists()
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from curation.models import Vote
+from curation.models import Claim, Vote
 from tests.curation.factories import human_rater, open_generation
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +40,31 @@ def test_next_vote_and_undo_round_trip(rater_client):
     assert again.status_code == 200 and Vote.objects.count() == 1
     undone = post(rater_client, "/rate/api/undo", {"request_id": "u-000001"}).json()
     assert undone["item"]["token"] == first["token"] and Vote.objects.count() == 0
+
+
+def test_a_skipped_item_goes_to_the_other_raters_and_never_back_to_the_skipper(rater_client, generation):
+    items = rater_client.get("/rate/api/next?count=6").json()["items"]
+    skipped = items[0]
+    assert post(rater_client, "/rate/api/skip", {"token": skipped["token"]}).json() == {"ok": True}
+    assert post(rater_client, "/rate/api/skip", {"token": skipped["token"]}).status_code == 200  # twice: no change
+    claim = Claim.objects.get(token=skipped["token"])
+    assert claim.skipped and not Vote.objects.exists()
+    # The skipper holds the other five; asked again (holding nothing on the page), never the skipped one.
+    again = rater_client.get("/rate/api/next?count=6").json()["items"]
+    assert skipped["token"] not in {i["token"] for i in again} and len(again) == 5
+    other = Client()
+    other.force_login(human_rater("bob").user)
+    theirs = other.get("/rate/api/next?count=6").json()["items"]
+    assert [Claim.objects.get(token=i["token"]).sample_id for i in theirs] == [claim.sample_id]  # released for bob
+    # Refused: an item voted on (undo it instead), a token never served, a malformed body.
+    voted = again[0]
+    post(rater_client, "/rate/api/vote", {"token": voted["token"], "up": True, "request_id": "r-000009"})
+    refused = post(rater_client, "/rate/api/skip", {"token": voted["token"]})
+    assert refused.status_code == 400 and "undo the vote" in refused.json()["error"]
+    assert post(other, "/rate/api/skip", {"token": voted["token"]}).status_code == 400
+    assert post(rater_client, "/rate/api/skip", {"token": 5}).status_code == 400
+    assert post(rater_client, "/rate/api/skip", "[").status_code == 400
+    assert rater_client.get("/rate/api/skip").status_code == 405
 
 
 def test_an_items_image_is_served_by_its_token_to_its_rater_alone(rater_client, generation):

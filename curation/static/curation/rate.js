@@ -6,7 +6,9 @@
 (function () {
   "use strict";
   const root = document.getElementById("rater");
-  const urls = {next: root.dataset.nextUrl, vote: root.dataset.voteUrl, undo: root.dataset.undoUrl};
+  const urls = {next: root.dataset.nextUrl, vote: root.dataset.voteUrl, undo: root.dataset.undoUrl,
+                skip: root.dataset.skipUrl};
+  const help = document.getElementById("keys");
   const prefetch = parseInt(root.dataset.prefetch, 10);
   const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
   const image = document.getElementById("current-image");
@@ -159,6 +161,20 @@
     refill();
   }
 
+  function skip() {
+    // No vote: the server releases the item for the other raters and never serves it here again.
+    const item = queue[0];
+    if (!item) return;
+    queue.shift();
+    show();
+    send(urls.skip, {token: item.token});
+    refill();
+  }
+
+  function toggleHelp() {
+    if (help.open) help.close(); else help.showModal();
+  }
+
   async function undo() {
     const data = await send(urls.undo, {request_id: newId()});
     if (data && data.item) {
@@ -172,13 +188,21 @@
   document.getElementById("up").addEventListener("click", () => vote(true));
   document.getElementById("down").addEventListener("click", () => vote(false));
   document.getElementById("undo").addEventListener("click", undo);
+  document.getElementById("skip").addEventListener("click", skip);
+  document.getElementById("show-keys").addEventListener("click", toggleHelp);
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.target.closest("input, textarea")) return;
+    if (help.open) {  // the key list is up: ? or h closes it (Escape does too), nothing else acts
+      if (event.key === "?" || event.key === "h") { event.preventDefault(); help.close(); }
+      return;
+    }
     if (event.repeat) { event.preventDefault(); return; }  // a held key is one vote, not many
     const action = {
       k: () => vote(true), ArrowUp: () => vote(true), ArrowRight: () => vote(true),
       j: () => vote(false), ArrowDown: () => vote(false), ArrowLeft: () => vote(false),
       u: undo, Backspace: undo,
+      s: skip, " ": skip,
+      "?": toggleHelp, h: toggleHelp,
       g: () => { location.href = root.dataset.gridUrl; },
     }[event.key];
     if (action) { event.preventDefault(); action(); }
