@@ -112,6 +112,9 @@ AXES_LOCKOUT_CALLABLE = "curation.sign_in.locked_out"
 # A client's address is REMOTE_ADDR, unless TRUSTED_PROXY_COUNT proxies (a TLS terminator) stand in
 # front and append to X-Forwarded-For: otherwise a client could forge that header to dodge a lockout.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Readiness (/healthz/ready) and metrics (/metrics) for a monitor without a staff account: sent as
+# `Authorization: Bearer <token>`. Unset: staff only.
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if TRUSTED_PROXY_COUNT else ["REMOTE_ADDR"]
 AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT or None
 # API tokens (django-rest-knox): stored as hashes, expiring API_TOKEN_DAYS after issue, revocable;

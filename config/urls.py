@@ -28,5 +28,6 @@ urlpatterns = [
     # Media through the app, for staff: no separate media server in a deployment.
     path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", views.media, name="media"),
     path("healthz/", views.healthz, name="healthz"),
+    path("healthz/ready", views.healthz_ready, name="healthz-ready"),
     path("", include("curation.urls")),
 ]

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from django.views.static import serve
 from rest_framework.exceptions import AuthenticationFailed
 
-from curation import tasks
+from curation import health, tasks
 from curation.authentication import TokenAuthentication
 from curation.datasets import real_summary
 from curation.datasets import import_image_folder
@@ -82,6 +82,15 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return HttpResponse("ok", content_type="text/plain")
+
+
+def healthz_ready(request):
+    """Readiness, part by part (curation.health): 200 when every part is up, 503 naming what is down."""
+    if not health.may_see(request):
+        return JsonResponse({"error": "readiness is for staff or a holder of the health token "
+                                      "(Authorization: Bearer <HEALTH_TOKEN>)"}, status=403)
+    ready, checks = health.readiness()
+    return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
 @staff_only

@@ -154,6 +154,8 @@ ROUTES = {
     # Stored files (an export here; MEDIA_CASES spell paths every way)
     "media": Route(get=staff_api(200) | {ANONYMOUS: 403}, kwargs=lambda world: {"path": world.export.file.name}),
     "healthz": Route(get=everyone(200)),
+    # Readiness names the infrastructure: staff (or the health token, tests/test_health.py)
+    "healthz-ready": Route(get=everyone(403) | {STAFF: 200}),
     # Staff pages
     "curation:home": Route(get=signed_in_pages(REDIRECT)),  # staff to experiments, raters to rating
     "curation:experiment-list": Route(get=staff_pages(200)),
@@ -180,6 +182,8 @@ ROUTES = {
     "curation:api-vote": Route(get=everyone(405),
                                post=rater_json(rater=400, paused=frozenset({400, 403}), staff=400)),
     "curation:api-undo": Route(get=everyone(405),
+                               post=rater_json(rater=400, paused=frozenset({400, 403}), staff=400)),
+    "curation:api-skip": Route(get=everyone(405),
                                post=rater_json(rater=400, paused=frozenset({400, 403}), staff=400)),
     # The image of an item served to the rater, by its opaque token: nobody else's token works
     "curation:item-image": Route(get=rater_pages(rater=200, paused=404, staff=404),

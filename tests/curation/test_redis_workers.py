@@ -82,3 +82,14 @@ def test_a_generation_survives_a_worker_killed_mid_training(start_worker, tiny_c
     indices = list(generation.samples.values_list("index", flat=True))
     assert sorted(indices) == list(range(config.samples_per_generation))  # none missing, none twice
     assert generation.samples.count() == config.samples_per_generation
+
+
+def test_readiness_names_the_workers_that_answer_and_turns_503_when_none_does(start_worker, admin_client):
+    cpu = start_worker(queues="default", name="ready-check")
+    ready = wait_for(lambda: (r := admin_client.get("/healthz/ready")).status_code == 200 and r, seconds=60,
+                     what="the worker to answer pings", workers=(cpu,))
+    assert "ready-check@" in ready.json()["checks"]["workers"]["detail"]
+    cpu.send_signal(signal.SIGTERM)
+    cpu.wait(timeout=30)
+    down = admin_client.get("/healthz/ready")
+    assert down.status_code == 503 and not down.json()["checks"]["workers"]["ok"]
