@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Every variable is parsed by django-environ: booleans (1/0, true/false, yes/no, on/off), lists
 # (comma-separated), numbers and database URLs; a malformed value fails at start-up, naming it.
@@ -153,8 +154,6 @@ STORAGES = {
 }
 
 if not DEBUG:
-    from django.core.exceptions import ImproperlyConfigured
-
     if SECRET_KEY == EMBEDDED_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
         raise ImproperlyConfigured(
             "DEBUG=0 (production) needs a SECRET_KEY of 50+ random characters; make one with "
@@ -277,9 +276,22 @@ OUROBOROS_DEVICE = env.str("OUROBOROS_DEVICE", default="auto")
 # Torch threads per worker process (0: torch's default).
 OUROBOROS_TORCH_THREADS = env.int("OUROBOROS_TORCH_THREADS", default=0)
 
+# LOG_FORMAT=json: one JSON object a line, with the experiment, generation, step and task a line
+# belongs to as fields (curation.log_context), for a log collector; text otherwise.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "curation.log_context.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
+                             **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# Celery workers log through the handler above (in JSON too) rather than replacing it with their own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

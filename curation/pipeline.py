@@ -24,6 +24,7 @@ from django.utils import timezone
 from sklearn.metrics import roc_auc_score
 
 from curation.datasets import real_arrays, real_models
+from curation.log_context import log_context
 from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
 from curation.ml.experiment_config import GUIDE_KEY, METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
@@ -58,13 +59,17 @@ def run_step(generation_id: int, *, bar: bool = False) -> Generation:
     _configure_torch()
     started = time.monotonic()
     try:
-        step(generation, bar=bar)
+        with log_context(experiment_id=generation.experiment_id, generation_id=generation.pk,
+                         generation_index=generation.index, step=generation.state):
+            step(generation, bar=bar)
     except StepInterrupted as interruption:
         logger.info("generation %s stopped in %s: %s", generation, generation.state, interruption)
         generation.refresh_from_db()
         return generation
     except Exception as error:
-        fail_generation(generation, error)
+        with log_context(experiment_id=generation.experiment_id, generation_id=generation.pk,
+                         generation_index=generation.index, step=generation.state):
+            fail_generation(generation, error)
         raise
     generation.refresh_from_db()
     timings = dict(generation.timings)

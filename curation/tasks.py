@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from curation import supervision
+from curation.log_context import log_context
 from curation.models import Generation
 
 State = Generation.State
@@ -40,6 +41,11 @@ def queue_export(export) -> None:
 
 
 def _run_and_continue(task, generation_id: int) -> None:
+    with log_context(task_id=task.request.id, task=task.name):
+        _run_delivered(task, generation_id)
+
+
+def _run_delivered(task, generation_id: int) -> None:
     from curation import pipeline  # imported here: the web process imports this module and must not load torch
 
     if not supervision.begin_delivery(generation_id, task.request.id):
