@@ -29,5 +29,6 @@ urlpatterns = [
     path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", views.media, name="media"),
     path("healthz/", views.healthz, name="healthz"),
     path("healthz/ready", views.healthz_ready, name="healthz-ready"),
+    path("metrics", views.metrics, name="metrics"),
     path("", include("curation.urls")),
 ]

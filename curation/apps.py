@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class CurationConfig(AppConfig):
     name = "curation"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from curation import monitoring
+
+        monitoring.register()

@@ -93,6 +93,17 @@ def healthz_ready(request):
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
+def metrics(request):
+    """Prometheus metrics (django-prometheus's and the loop's gauges, curation.monitoring), for staff
+    or a scraper sending the health token."""
+    from django_prometheus.exports import ExportToDjangoView
+
+    if not health.may_see(request):
+        return HttpResponseForbidden("metrics are for staff or a holder of the health token "
+                                     "(Authorization: Bearer <HEALTH_TOKEN>)", content_type="text/plain")
+    return ExportToDjangoView(request)
+
+
 @staff_only
 def experiment_list(request):
     experiments = Experiment.objects.prefetch_related("generations")
