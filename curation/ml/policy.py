@@ -132,8 +132,8 @@ def curate(
         if features is None:
             raise ValueError("the coverage guard needs the samples' features")
         rescue_score = np.where(np.isnan(score), discriminator_score, score)
-        accepted, reason = _apply_coverage_guard(config, rescue_score, accepted, reason, groups, group_proportions,
-                                                 np.asarray(features, dtype=np.float64))
+        accepted, reason = _apply_guard(config, rescue_score, accepted, reason, groups, group_proportions,
+                                        np.asarray(features, dtype=np.float64))
     elif config.diversity_guard:
         accepted, reason = _apply_guard(config, score, accepted, reason, groups, group_proportions)
     return Decision(accepted=accepted, reason=reason, score=score)
@@ -167,42 +167,28 @@ def quotas(total: int, proportions: dict) -> dict:
     return dict(zip(keys, base.tolist()))
 
 
-def _apply_guard(config, score, accepted, reason, groups, group_proportions):
+def _apply_guard(config, score, accepted, reason, groups, group_proportions, features=None):
+    """Share the accepted count among groups in the real data's proportions. Within a group, the
+    "classes" guard keeps its best-scored accepted samples and fills a short quota with its
+    best-scored others at or above the floor; the "coverage" guard chooses both by farthest-point in
+    `features` (the highest-scored first, then each the farthest from those chosen), a spread over the
+    group's variety rather than its most typical samples."""
     target = int(accepted.sum())
     new_accepted = np.zeros_like(accepted)
     new_reason = np.full(len(accepted), "", dtype=object)
     ranked_score = np.where(np.isnan(score), -np.inf, score)
+
+    def pick(candidates, chosen, count) -> list[int]:
+        if features is not None:
+            return _farthest_points(features, candidates, chosen, count, ranked_score)
+        return candidates[np.argsort(-ranked_score[candidates], kind="stable")][:max(0, count)].tolist()
+
     for group, quota in quotas(target, group_proportions).items():
         members = np.flatnonzero(groups == group)
-        members = members[np.argsort(-ranked_score[members], kind="stable")]
-        passing = members[accepted[members]][:quota]
-        new_accepted[passing] = True
-        new_reason[passing] = reason[passing]
-        shortfall = quota - len(passing)
-        if shortfall > 0:
-            rescue = [i for i in members if not accepted[i] and ranked_score[i] >= config.guard_floor][:shortfall]
-            new_accepted[rescue] = True
-            new_reason[rescue] = "guard"
-    return new_accepted, new_reason
-
-
-def _apply_coverage_guard(config, score, accepted, reason, groups, group_proportions, features):
-    """Per class, in the real data's proportions, a spread of samples rather than the best-scored: the
-    accepted ones chosen by farthest-point (the highest-scored first, then each the farthest from
-    those chosen), and where a class has too few, the rest filled the same way from samples scored at
-    or above the floor, unrated ones included (scored by the discriminator)."""
-    target = int(accepted.sum())
-    new_accepted = np.zeros_like(accepted)
-    new_reason = np.full(len(accepted), "", dtype=object)
-    ranked_score = np.where(np.isnan(score), -np.inf, score)
-    for group, quota in quotas(target, group_proportions).items():
-        members = np.flatnonzero(groups == group)
-        passing = members[accepted[members]]
-        chosen = _farthest_points(features, passing, [], quota, ranked_score)
-        rescuable = members[~accepted[members] & (ranked_score[members] >= config.guard_floor)]
-        rescued = _farthest_points(features, rescuable, chosen, quota - len(chosen), ranked_score)
-        new_accepted[chosen] = True
-        new_reason[chosen] = reason[chosen]
+        kept = pick(members[accepted[members]], [], quota)
+        rescued = pick(members[~accepted[members] & (ranked_score[members] >= config.guard_floor)], kept, quota - len(kept))
+        new_accepted[kept] = True
+        new_reason[kept] = reason[kept]
         new_accepted[rescued] = True
         new_reason[rescued] = "guard"
     return new_accepted, new_reason

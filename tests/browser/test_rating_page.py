@@ -15,6 +15,16 @@ def log_in(page, base_url, username, password, next_url):
     page.click("button[type=submit]")
 
 
+def sign_in_rater(page, base_url, name):
+    """A new rater with a password, signed in on the rating page."""
+    rater = human_rater(name)
+    rater.user.set_password("correct horse battery")
+    rater.user.save()
+    log_in(page, base_url, name, "correct horse battery", "/rate/")
+    page.wait_for_url("**/rate/")
+    return rater
+
+
 def current_id(page) -> int:
     """The sample on screen: the page knows only its token; the database knows what it names."""
     page.wait_for_function("document.getElementById('current').dataset.token && document.getElementById('current-image').complete")
@@ -79,11 +89,7 @@ def test_a_rater_votes_with_the_keyboard_undoes_and_uses_grid_mode(live_server, 
 
 def test_the_page_retries_server_errors_shows_votes_waiting_and_skips_refusals(live_server, page, tiny_config):
     open_generation(tiny_config.replace(generations=1), samples=6, votes_needed=1)
-    rater = human_rater("alice")
-    rater.user.set_password("correct horse battery")
-    rater.user.save()
-    log_in(page, live_server.url, "alice", "correct horse battery", "/rate/")
-    page.wait_for_url("**/rate/")
+    sign_in_rater(page, live_server.url, "alice")
     failures = {"left": 2}
 
     def flaky(route):
@@ -117,11 +123,7 @@ def test_the_page_retries_server_errors_shows_votes_waiting_and_skips_refusals(l
 
 def test_a_rater_skips_with_the_keyboard_and_the_key_list_names_every_key(live_server, page, tiny_config):
     open_generation(tiny_config.replace(generations=1), samples=4, votes_needed=1)
-    rater = human_rater("sam")
-    rater.user.set_password("correct horse battery")
-    rater.user.save()
-    log_in(page, live_server.url, "sam", "correct horse battery", "/rate/")
-    page.wait_for_url("**/rate/")
+    sign_in_rater(page, live_server.url, "sam")
     page.wait_for_function("document.getElementById('left').textContent === '4'")
 
     skipped = current_id(page)
