@@ -76,6 +76,9 @@ def readiness() -> tuple[bool, dict]:
     return all(r["ok"] for r in results.values()), results
 
 
+REFUSED = "for staff or a holder of the health token (Authorization: Bearer <HEALTH_TOKEN>)"
+
+
 def may_see(request) -> bool:
     """Staff, or a request carrying the health token (HEALTH_TOKEN) as `Authorization: Bearer <token>`."""
     user = getattr(request, "user", None)

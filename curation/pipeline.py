@@ -58,19 +58,17 @@ def run_step(generation_id: int, *, bar: bool = False) -> Generation:
     step = STEPS[generation.state]
     _configure_torch()
     started = time.monotonic()
-    try:
-        with log_context(experiment_id=generation.experiment_id, generation_id=generation.pk,
-                         generation_index=generation.index, step=generation.state):
+    with log_context(experiment_id=generation.experiment_id, generation_id=generation.pk,
+                     generation_index=generation.index, step=generation.state):
+        try:
             step(generation, bar=bar)
-    except StepInterrupted as interruption:
-        logger.info("generation %s stopped in %s: %s", generation, generation.state, interruption)
-        generation.refresh_from_db()
-        return generation
-    except Exception as error:
-        with log_context(experiment_id=generation.experiment_id, generation_id=generation.pk,
-                         generation_index=generation.index, step=generation.state):
+        except StepInterrupted as interruption:
+            logger.info("generation %s stopped in %s: %s", generation, generation.state, interruption)
+            generation.refresh_from_db()
+            return generation
+        except Exception as error:
             fail_generation(generation, error)
-        raise
+            raise
     generation.refresh_from_db()
     timings = dict(generation.timings)
     name = step.__name__.removesuffix("_step")
@@ -374,7 +372,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     discriminator = verification = None
     scores = np.full(len(samples), np.nan)
     if config.curation.discriminator == "verifier":
-        verification = _verify(generation, images, vote_share, models)
+        verification = _verify(generation, images, vote_share, models, seed=sample_seed(config.seed, generation.index))
         scores = verification.scores
     elif voted.sum() > 0:
         voted_ids = [s.pk for s, has_votes in zip(samples, voted) if has_votes]
@@ -415,7 +413,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         _continue_experiment(generation, config)
 
 
-def _verify(generation: Generation, images: np.ndarray, vote_share: np.ndarray, models) -> Verification:
+def _verify(generation: Generation, images: np.ndarray, vote_share: np.ndarray, models, *, seed: int) -> Verification:
     """The real-anchored verifier's scores: the curator split's real images against this generation's
     samples, with every earlier generation's voted samples pooled in."""
     experiment = generation.experiment
@@ -424,9 +422,8 @@ def _verify(generation: Generation, images: np.ndarray, vote_share: np.ndarray, 
                                          vote_share__isnull=False).order_by("pk").values_list("image", "vote_share"))
     pooled = read_images([path for path, _ in earlier], experiment.dataset.channels)
     up = np.array([share >= 0.5 for _, share in earlier], dtype=bool)
-    config = experiment.loop_config
     return verify(curator_images=arrays.images[models.split.curator], samples=images, vote_share=vote_share,
-                  pooled_up=pooled[up], pooled_down=pooled[~up], seed=sample_seed(config.seed, generation.index))
+                  pooled_up=pooled[up], pooled_down=pooled[~up], seed=seed)
 
 
 def _discriminator_for(generation: Generation, sample_ids: list[int], features, accepted) -> DiscriminatorVersion:

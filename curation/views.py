@@ -17,6 +17,7 @@ from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonRespon
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django.views.static import serve
+from django_prometheus.exports import ExportToDjangoView
 from rest_framework.exceptions import AuthenticationFailed
 
 from curation import health, tasks
@@ -87,8 +88,7 @@ def healthz(request):
 def healthz_ready(request):
     """Readiness, part by part (curation.health): 200 when every part is up, 503 naming what is down."""
     if not health.may_see(request):
-        return JsonResponse({"error": "readiness is for staff or a holder of the health token "
-                                      "(Authorization: Bearer <HEALTH_TOKEN>)"}, status=403)
+        return JsonResponse({"error": f"readiness is {health.REFUSED}"}, status=403)
     ready, checks = health.readiness()
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -96,11 +96,8 @@ def healthz_ready(request):
 def metrics(request):
     """Prometheus metrics (django-prometheus's and the loop's gauges, curation.monitoring), for staff
     or a scraper sending the health token."""
-    from django_prometheus.exports import ExportToDjangoView
-
     if not health.may_see(request):
-        return HttpResponseForbidden("metrics are for staff or a holder of the health token "
-                                     "(Authorization: Bearer <HEALTH_TOKEN>)", content_type="text/plain")
+        return HttpResponseForbidden(f"metrics are {health.REFUSED}", content_type="text/plain")
     return ExportToDjangoView(request)
 
 

@@ -354,8 +354,7 @@ class ExperimentConfig:
                 f"the rating budget ({self.rating.rating_budget}) exceeds the samples per generation "
                 f"({self.samples_per_generation})", setting="rating.rating_budget",
             )
-        needs_votes = ("human", "human+discriminator") + (("discriminator",) if self.curation.discriminator == "votes" else ())
-        if self.curation.policy in needs_votes and self.rating.rating_budget == 0:
+        if self.curation.needs_votes and self.rating.rating_budget == 0:
             raise ConfigError(f"the {self.curation.policy!r} policy needs votes: set a rating budget above 0",
                               setting="rating.rating_budget")
         model = self.model

@@ -74,6 +74,12 @@ class CurationPolicy:
             raise ValueError("the guard floor must lie between 0 and the acceptance threshold")
 
     @property
+    def needs_votes(self) -> bool:
+        """Whether this policy cannot decide without rated samples (the verifier needs none)."""
+        return self.policy in ("human", "human+discriminator") or (
+            self.policy == "discriminator" and self.discriminator == "votes")
+
+    @property
     def needs_discriminator(self) -> bool:
         policy = self.match if self.policy == "random-matched" else self.policy
         return policy in ("discriminator", "human+discriminator")

@@ -74,8 +74,6 @@ class Variant:
         changes: dict = {"curation.policy": self.policy, "curation.diversity_guard": self.guard}
         if self.match:
             changes["curation.match"] = self.match
-        for name in self.lever_names:
-            changes.update(LEVERS[name])
         real_fraction = base.mix.real_fraction or 0.5
         if self.loop == "fully-synthetic":
             changes.update({"mix.loop": "fully-synthetic", "mix.real_fraction": 0.0, "mix.accumulate": False})
@@ -86,7 +84,9 @@ class Variant:
             changes.update({"mix.loop": "augmentation", "mix.real_fraction": 1.0, "mix.accumulate": False})
         else:
             changes.update({"mix.loop": "augmentation", "mix.real_fraction": real_fraction,
-                            "mix.accumulate": self.loop == "accumulate" or "keep-real" in self.lever_names})
+                            "mix.accumulate": self.loop == "accumulate"})
+        for name in self.lever_names:  # on top of the loop's settings
+            changes.update(LEVERS[name])
         return changes
 
 
