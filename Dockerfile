@@ -7,8 +7,9 @@ WORKDIR /app
 # The CPU build of torch by default; a GPU image can pass TORCH_INDEX=https://download.pytorch.org/whl/cu128.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
-COPY requirements.txt requirements-deploy.txt ./
-RUN pip install --no-cache-dir -r requirements-deploy.txt
+COPY requirements.txt requirements-deploy.txt requirements-mlflow.txt ./
+# MLflow's client too: tracking is off until MLFLOW_TRACKING_URI is set.
+RUN pip install --no-cache-dir -r requirements-deploy.txt -r requirements-mlflow.txt
 
 COPY . .
 ENV MEDIA_ROOT=/data/media STATIC_ROOT=/data/static OUROBOROS_VAR_DIR=/data

@@ -10,6 +10,7 @@ bench/results/next_scaling.md and .json.
 
     eval "$(bin/services)"   # PostgreSQL (without it, SQLite only)
     .venv/bin/python bench/next_scaling.py [--sizes 1000,100000,1000000] [--baseline d4f5fc0|none]
+        [--databases sqlite,postgresql] [--explain]
 """
 
 from __future__ import annotations
@@ -243,11 +244,17 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
 def _explain_selection(rating_module, rater, queue: list) -> list[str]:
     """The plan and timing of each SELECT of one selection (`--explain`, PostgreSQL): where its time goes."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     if connection.vendor != "postgresql":
         return []
-    with CaptureQueriesContext(connection) as captured:
+    # The statements with their parameters (prepared ones have no literal text to EXPLAIN).
+    statements_sent: list[tuple[str, object]] = []
+
+    def captured(execute, sql, params, many, context):
+        statements_sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(captured):
         rating_module.next_items(rater=rater, count=PREFETCH, with_counters=True,
                                  exclude=tuple(i["token"] for i in queue))
     # Each statement's time as the code sees it (driver included), against the whole call's: the rest is Python.
@@ -271,10 +278,10 @@ def _explain_selection(rating_module, rater, queue: list) -> list[str]:
     plans = [f"whole call median {statistics.median(totals):.2f} ms; statements (median ms each, in order): "
              + ", ".join(f"{statistics.median(column):.2f}" for column in zip(*spent))]
     with connection.cursor() as cursor:
-        for query in captured.captured_queries:
-            if query["sql"].lstrip().upper().startswith("SELECT"):
-                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + query["sql"])
-                plans.append(query["sql"] + "\n" + "\n".join(line for (line,) in cursor.fetchall()))
+        for sql, params in statements_sent:
+            if sql.lstrip().upper().startswith("SELECT"):
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+                plans.append(sql + "\n" + "\n".join(line for (line,) in cursor.fetchall()))
     return plans
 
 
@@ -350,10 +357,13 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULTS / "next_scaling"), help="report path without extension")
     parser.add_argument("--explain", action="store_true",
                         help="also store EXPLAIN ANALYZE of each SELECT of one selection (PostgreSQL) in the JSON")
+    parser.add_argument("--databases", type=lambda s: s.split(","), default=["sqlite", "postgresql"],
+                        help="which of sqlite,postgresql to measure (PostgreSQL needs DATABASE_URL)")
     args = parser.parse_args()
     if args.explain:
         os.environ["NEXT_SCALING_EXPLAIN"] = "1"
-    databases = ["sqlite"] + (["postgresql"] if os.environ.get("DATABASE_URL", "").startswith("postgres") else [])
+    has_postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
+    databases = [db for db in args.databases if db == "sqlite" or (db == "postgresql" and has_postgres)]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()

@@ -5,6 +5,7 @@ broker on the local filesystem (kombu's filesystem transport: no server, one mac
 `REDIS_URL` (or `CELERY_BROKER_URL`) for Redis and `DATABASE_URL` for PostgreSQL.
 """
 
+import importlib.util
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -80,6 +81,10 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR 
 # one per request (issue 11 measured 58 votes/s without, 101 with, on PostgreSQL).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0 if DEBUG else 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = not DEBUG
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Lets psycopg prepare statements at all (Django turns it off). Only the rating path's hot statements
+    # are prepared (curation.sql.cursor); Django's own cursors bind on the client and never are.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and a worker write to one SQLite file: wait for locks instead of failing.
     # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue on the busy
@@ -120,6 +125,15 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # Readiness (/healthz/ready) and metrics (/metrics) for a monitor without a staff account: sent as
 # `Authorization: Bearer <token>`. Unset: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+
+# --- Experiment tracking (optional) ------------------------------------------------------------
+# With a tracking URI (an MLflow server, or a file store), each experiment is one MLflow run
+# (curation/tracking.py); it needs `pip install -r requirements-mlflow.txt`.
+MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default="")
+MLFLOW_EXPERIMENT_NAME = env.str("MLFLOW_EXPERIMENT_NAME", default="ouroboros")
+if MLFLOW_TRACKING_URI and importlib.util.find_spec("mlflow") is None:
+    raise ImproperlyConfigured("MLFLOW_TRACKING_URI is set but MLflow is not installed: "
+                               "pip install -r requirements-mlflow.txt (or unset MLFLOW_TRACKING_URI)")
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if TRUSTED_PROXY_COUNT else ["REMOTE_ADDR"]
 AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT or None
 # API tokens (django-rest-knox): stored as hashes, expiring API_TOKEN_DAYS after issue, revocable;

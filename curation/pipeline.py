@@ -29,7 +29,7 @@ from curation.images import encode_png, grid_png, media_path, read_images, sha25
 from curation.ml.experiment_config import GUIDE_KEY, METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
 from curation.ml.verifier import Verification, verify
-from curation.ml.evaluation import evaluate
+from curation.ml.evaluation import choice_versus_chance, evaluate
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.policy import curate
 from curation.ml.reference import flatten
@@ -39,6 +39,7 @@ from curation.progress import GenerationProgress, StepInterrupted
 from curation.rating import cast_vote, open_for_rating
 from curation.services import create_next_generation, ensure_gold_items, simulated_rater
 from curation.supervision import fail_generation
+from curation import tracking
 from generation.sampling import sample_images, sample_seed
 from training.files import exclusive
 from training.train import copy_checkpoint, is_trained, train_unet, training_key
@@ -400,6 +401,8 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
 
     metrics = dict(generation.metrics)
     metrics.update(_curation_metrics(samples, decision, vote_share, groups, models, discriminator))
+    # Whether the accepted samples beat as many drawn at random from the same samples, held out.
+    metrics.update(choice_versus_chance(models.evaluation, images, decision.accepted, seed=generation.index))
     if verification is not None:
         metrics.update(verification.metrics())
     if config.rating.raters == "simulated" and (discriminator or verification) is not None:
@@ -411,6 +414,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         _set_state(generation, State.DONE, metrics=metrics, finished_at=timezone.now(), progress_fraction=1.0,
                    progress_message="done")
         _continue_experiment(generation, config)
+    tracking.generation_done(generation)
 
 
 def _verify(generation: Generation, images: np.ndarray, vote_share: np.ndarray, models, *, seed: int) -> Verification:

@@ -41,7 +41,7 @@ from curation.models import (
     Claim, Experiment, Generation, GoldAnswer, GoldItem, Rater, Sample, Vote, VoteEvent, new_claim_token,
 )
 from curation.services import CurationError
-from curation.sql import converted, execute, loaded
+from curation.sql import converted, cursor as sql_cursor, execute, loaded
 
 Clock = Callable[[], datetime.datetime]
 
@@ -187,7 +187,7 @@ def _vote_context(rater: Rater, request_id: str, *, sample_id: Optional[int] = N
     if connection.features.has_select_for_update_of:
         sql += " FOR UPDATE OF s"
     params = [rater.pk, request_id, rater.pk, rater.pk] + ([sample_id] if token is None else [rater.pk, token])
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
@@ -284,7 +284,7 @@ def _gold_context(rater: Rater, request_id: str, now: datetime.datetime, *, gold
     by = _BY_ID if token is None else _BY_TOKEN.replace("{item}", "gold_item")
     params = [connection.ops.adapt_datetimefield_value(now), rater.pk, request_id, rater.pk]
     params += [gold_item_id] if token is None else [rater.pk, token]
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute(_sql(_GOLD_FOR_ANSWER_SQL.replace("{gold_is}", by)), params)
         row = cursor.fetchone()
     if row is None:
@@ -307,7 +307,7 @@ def _answer(rater: Rater, context: _GoldContext, up: bool, request_id: str, now:
 
 
 def _check_gold_accuracy(rater: Rater, rating_config) -> None:
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*), SUM(CASE WHEN correct THEN 1 ELSE 0 END) FROM {GoldAnswer._meta.db_table}"
                        " WHERE rater_id = %s", [rater.pk])
         total, right = cursor.fetchone()
@@ -540,7 +540,7 @@ def open_generations(rater: Optional[Rater] = None, today: Optional[datetime.dat
     `rated_today` (their votes and gold answers since `today`, the same on every row); zero without one."""
     today = today or timezone.now()
     config_field = Experiment._meta.get_field("config")
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute(_sql(_OPEN_GENERATIONS_SQL), [
             rater.pk if rater else 0, *_rated_since_params(rater, today), Experiment.Status.RUNNING,
         ])
@@ -666,7 +666,7 @@ def _candidates(rater: Rater, generations: list[Generation], count: int, now) ->
         sql += " FOR UPDATE OF s SKIP LOCKED"
     moment = connection.ops.adapt_datetimefield_value(now)
     found: list[_Candidate] = []
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         for generation in generations:
             cursor.execute(sql, [generation.pk, rater.pk, generation.pk, rater.pk, moment, rater.pk, moment,
                                  generation.votes_needed, count])
@@ -678,7 +678,7 @@ def _claims(rater: Rater, sample_ids: list[int], now) -> list[_Held]:
     """The rater's live claims, and every claim (anyone's, live or not) on `sample_ids`."""
     moment = connection.ops.adapt_datetimefield_value(now)
     or_samples = f"OR c.sample_id IN ({_placeholders(sample_ids)})" if sample_ids else ""
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute(_sql(_CLAIMS_SQL.replace("{or_samples}", or_samples)), [moment, rater.pk, moment, *sample_ids])
         return [_Held(pk, rater_id, token, sample_id, gold_item_id, bool(live), generation_id, bool(needs_votes),
                       experiment_id)
@@ -714,7 +714,7 @@ def _pick_gold(rater: Rater, chosen: list[_Candidate], by_id: dict, rating_setti
     if not wanted:
         return []
     experiments = list(wanted)
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute(_sql(_GOLD_SQL.replace("{experiments}", _placeholders(experiments))),
                        [*experiments, rater.pk, sum(wanted.values()) * 4])
         candidates = [_Gold(*row) for row in cursor.fetchall()]
@@ -743,7 +743,7 @@ def _claim(rater: Rater, samples: list[_Candidate], gold: list[_Gold], by_id: di
         expiry[id(claim)] = connection.ops.adapt_datetimefield_value(now + datetime.timedelta(minutes=minutes))
         claims.append(claim)
     table = Claim._meta.db_table
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         for claim in claims:
             if claim.pk is not None:  # few: a lapsed claim comes back only when its sample is chosen again
                 cursor.execute(f"UPDATE {table} SET expires_at = %s WHERE id = %s", [expiry[id(claim)], claim.pk])
@@ -800,6 +800,6 @@ def counters(*, rater: Rater, generations: Optional[list[Generation]] = None, se
 
 def rated_today(*, rater: Rater, clock: Clock = timezone.now) -> int:
     """The rater's votes and gold answers today, less those undone."""
-    with connection.cursor() as cursor:
+    with sql_cursor() as cursor:
         cursor.execute("SELECT " + _sql(_RATED_SINCE_SQL), _rated_since_params(rater, _start_of_day(clock)))
         return cursor.fetchone()[0]

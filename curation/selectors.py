@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
+from curation.ml.plots import CURVE_METRICS, panel_png
 from curation.models import Experiment
 
 REPORT_METRICS = (
@@ -151,3 +154,20 @@ def generation_agreement(generation) -> dict:
         "dawid_skene_up_rate": float(ds_up.mean()),
         "dawid_skene_disagrees_with_majority": int((majority_up != ds_up).sum()),
     }
+
+
+def experiment_plot_png(experiment: Experiment) -> Optional[bytes]:
+    """The experiment's metric curves over its generations, one panel per metric (None before any
+    generation has metrics)."""
+    generations = [g for g in experiment.generations.order_by("index") if g.metrics.get("fd") is not None]
+    if not generations:
+        return None
+    series = {metric: {experiment.name: [(_number(g.metrics.get(metric)), 0.0) for g in generations]}
+              for metric in CURVE_METRICS}
+    floor = experiment.fd_floor
+    return panel_png(CURVE_METRICS, series, references={"fd": floor["mean"]} if floor else None,
+                     reference_label="real vs real")
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)

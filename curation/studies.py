@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from django.db import connections, transaction
 
 from curation.datasets import dataset_named, dataset_split
@@ -194,12 +195,38 @@ def study_results(study: Study) -> dict:
     return {(variant, seed, index): metrics for variant, seed, index, metrics in rows}
 
 
+def measure_chance(study: Study) -> int:
+    """Curation against chance (`choice_versus_chance`) for the study's generations curated before the
+    curation step measured it; stored with their metrics. Returns how many were measured now."""
+    from curation.datasets import real_models
+    from curation.images import read_images
+    from curation.ml.evaluation import choice_versus_chance
+
+    measured = 0
+    for generation in Generation.objects.filter(experiment__study=study, state=State.DONE).select_related(
+            "experiment__dataset"):
+        if "chance_fd" in generation.metrics:
+            continue
+        models = real_models(generation.experiment.dataset_id)
+        total, accepted = generation.samples.count(), generation.samples.filter(accepted=True).count()
+        if accepted == total or accepted < models.evaluation.sample_size:
+            continue  # nothing chosen, or too few to measure
+        rows = list(generation.samples.order_by("index").values_list("image", "accepted"))
+        images = read_images([image for image, _ in rows], generation.experiment.dataset.channels)
+        found = choice_versus_chance(models.evaluation, images, np.array([a for _, a in rows], dtype=bool),
+                                     seed=generation.index)
+        Generation.objects.filter(pk=generation.pk).update(metrics={**generation.metrics, **found})
+        measured += 1
+    return measured
+
+
 def write_study_report(*, study: Study, output: Path, seconds: float, machine: str, device: str) -> Path:
     """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under `output`."""
     from curation.ml.plots import curves_png
     from curation.ml.study import HEADLINE, headline_markdown
 
     plan = StudyPlan.from_dict(study.plan)
+    measure_chance(study)
     results = study_results(study)
     if not results:
         raise CurationError(f"study {study.name!r} has no finished generation yet: nothing to report")

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from curation import tracking
 from curation.models import Experiment, Generation
 
 logger = logging.getLogger(__name__)
@@ -126,3 +127,4 @@ def fail_generation(generation: Generation, error: Exception) -> None:
             state=State.FAILED, failed_step=generation.state, error=message[:2000]
         )
         Experiment.objects.filter(pk=generation.experiment_id).update(status=Experiment.Status.FAILED)
+    tracking.generation_failed(generation)

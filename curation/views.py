@@ -28,9 +28,8 @@ from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, Ex
 from curation.exports import download
 from curation.images import grid_png, read_images
 from curation.ml.experiment_config import ConfigError, preset
-from curation.ml.plots import CURVE_METRICS, panel_png
 from curation.models import Experiment, Export, Generation, RealDataset
-from curation.selectors import generation_agreement, generation_report
+from curation.selectors import experiment_plot_png, generation_agreement, generation_report
 from curation.uploads import upload_too_large
 from curation.services import ACTIONS, CurationError, allowed_actions, create_experiment, perform_action
 from training.image_folder import MAX_SIDE, ImportProblem
@@ -215,23 +214,12 @@ def experiment_progress(request, pk: int):
 @staff_only
 def experiment_plot(request, pk: int):
     """The experiment's metric curves over generations, one panel per metric."""
-    experiment = get_object_or_404(Experiment, pk=pk)
-    generations = [g for g in experiment.generations.order_by("index") if g.metrics.get("fd") is not None]
-    if not generations:
+    png = experiment_plot_png(get_object_or_404(Experiment, pk=pk))
+    if png is None:
         raise Http404("no generation has metrics yet")
-    series = {
-        metric: {experiment.name: [(_number(g.metrics.get(metric)), 0.0) for g in generations]} for metric in CURVE_METRICS
-    }
-    floor = experiment.fd_floor
-    png = panel_png(CURVE_METRICS, series, references={"fd": floor["mean"]} if floor else None,
-                    reference_label="real vs real")
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=60"
     return response
-
-
-def _number(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 @staff_only

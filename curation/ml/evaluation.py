@@ -28,7 +28,8 @@ DISTRIBUTION_METRICS = ("fd", "kid", "precision", "recall", "density", "coverage
 MEMORIZATION_PERCENTILE = 5.0
 FLOOR_INTERVAL = (2.5, 97.5)
 # Keys that separate the seeded draws derived from the evaluation's seed.
-SUBSET_KEY, FLOOR_KEY = 1, 2
+SUBSET_KEY, FLOOR_KEY, CHANCE_KEY = 1, 2, 3
+CHANCE_DRAWS = 10  # random subsets a choice of samples is compared with
 DISTANCE_BLOCK = 1024  # rows per block of pixel distances: memory stays bounded for large sets
 
 
@@ -107,6 +108,37 @@ def evaluate(evaluation: Evaluation, samples: np.ndarray, training_images: np.nd
         "classes_covered": classes_covered(histogram),
         "metric_samples": size,
         "reference_halves": len(evaluation.reference_halves),
+    }
+
+
+def _held_out(evaluation: Evaluation, features: np.ndarray, rng) -> dict[str, float]:
+    """FD and recall of a seeded m-subset of `features` against each reference half, averaged."""
+    size = evaluation.sample_size
+    per_half = [matched_metrics(features[rng.choice(len(features), size, replace=False)],
+                                evaluation.test_features[half]) for half in evaluation.reference_halves]
+    return {name: float(np.mean([values[name] for values in per_half])) for name in ("fd", "recall")}
+
+
+def choice_versus_chance(evaluation: Evaluation, samples: np.ndarray, chosen: np.ndarray, *, seed: int = 0,
+                         draws: int = CHANCE_DRAWS) -> dict:
+    """Did a choice of samples (curation's accepted ones) do better than chance? Held-out FD and recall
+    of the chosen samples, and the mean of the same over `draws` random subsets of as many of the same
+    samples, measured alike (an m-subset against each reference half). Empty when fewer than m were
+    chosen (too few to measure at the matched size) or all of them were (nothing was chosen)."""
+    chosen = np.asarray(chosen, dtype=bool)
+    count = int(chosen.sum())
+    if count < evaluation.sample_size or count == len(samples):
+        return {}
+    features = evaluation.reference.features(samples)
+    rng = np.random.default_rng((evaluation.seed, CHANCE_KEY, seed))
+    mine = _held_out(evaluation, features[chosen], rng)
+    chance = [_held_out(evaluation, features[rng.choice(len(samples), count, replace=False)], rng)
+              for _ in range(draws)]
+    return {
+        "chosen_fd": mine["fd"], "chosen_recall": mine["recall"],
+        "chance_fd": float(np.mean([c["fd"] for c in chance])),
+        "chance_recall": float(np.mean([c["recall"] for c in chance])),
+        "chance_draws": draws,
     }
 
 

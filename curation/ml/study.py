@@ -24,7 +24,11 @@ from curation.ml.statistics import LOWER_IS_BETTER, compare, format_interval, me
 
 # Every metric stored per generation that the report reads, and the headline's columns.
 METRICS = ("fd", "kid", "precision", "recall", "density", "coverage", "memorization", "classes_covered",
-           "acceptance_rate", "accepted", "discriminator_auc", "discriminator_heldout_auc", "verifier_auc")
+           "acceptance_rate", "accepted", "discriminator_auc", "discriminator_heldout_auc", "verifier_auc",
+           "chosen_fd", "chosen_recall", "chance_fd", "chance_recall")
+# Curation beats chance in a seed when its accepted samples score a lower held-out FD and a higher recall
+# than as many drawn at random from the same samples; the bar: in at least this share of the seeds.
+CHANCE_BAR = 0.8
 HEADLINE = ("fd", "precision", "recall", "coverage", "memorization")
 LOOPS = ("fully-synthetic", "augmentation", "fresh", "accumulate", "real-only")
 POLICY_SHORT = {"none": "none", "human": "human", "discriminator": "disc", "human+discriminator": "human+disc",
@@ -291,6 +295,60 @@ def statements(plan: StudyPlan, results: Results, found: list) -> list[str]:
     return lines
 
 
+def beats_chance(plan: StudyPlan, results: Results, variant: str, generation: int) -> tuple[int, int]:
+    """Seeds where the variant's accepted samples beat equal-size random subsets of the same samples on
+    both held-out FD and recall, of the seeds where that was measured."""
+    chosen_fd, chance_fd = (values(plan, results, variant, generation, m) for m in ("chosen_fd", "chance_fd"))
+    chosen_recall, chance_recall = (values(plan, results, variant, generation, m)
+                                    for m in ("chosen_recall", "chance_recall"))
+    measured = ~np.isnan(chosen_fd)
+    wins = measured & (chosen_fd < chance_fd) & (chosen_recall > chance_recall)
+    return int(wins.sum()), int(measured.sum())
+
+
+def chance_markdown(plan: StudyPlan, results: Results) -> str:
+    """Per curating variant and generation: in how many seeds curation beat chance, and by how much
+    (mean paired difference chosen − chance, with its 95% interval)."""
+    generations = [g for g in range(1, plan.generations) if g <= max(reached(plan, results), 1)]
+    lines = ["| variant | " + " | ".join(f"G{g}" for g in generations) + " |", "|---|" + "---|" * len(generations)]
+    for variant in plan.variants:
+        cells = []
+        for g in generations:
+            wins, measured = beats_chance(plan, results, variant.name, g)
+            if not measured:
+                cells.append("–")
+                continue
+            fd = values(plan, results, variant.name, g, "chosen_fd") - values(plan, results, variant.name, g, "chance_fd")
+            recall = (values(plan, results, variant.name, g, "chosen_recall")
+                      - values(plan, results, variant.name, g, "chance_recall"))
+            cells.append(f"{wins}/{measured} (fd {format_interval(mean_interval(fd[~np.isnan(fd)]), signed=True)}, "
+                         f"recall {format_interval(mean_interval(recall[~np.isnan(recall)]), signed=True)})")
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def chance_statements(plan: StudyPlan, results: Results) -> list[str]:
+    """Which curating variants beat chance in enough seeds at every generation measured."""
+    last = reached(plan, results)
+    passing, measured_any = [], False
+    for variant in plan.variants:
+        counts = [beats_chance(plan, results, variant.name, g) for g in range(1, last + 1)]
+        counts = [(w, n) for w, n in counts if n]
+        if not counts:
+            continue
+        measured_any = True
+        if all(w >= CHANCE_BAR * n for w, n in counts):
+            passing.append(variant.name)
+    if not measured_any:
+        return []
+    if passing:
+        return [f"- Curation beat an equal-size random subset of the same samples (lower held-out FD and higher "
+                f"recall) in at least {CHANCE_BAR:.0%} of the seeds at every generation in: {', '.join(passing)}."]
+    return [f"- No curating variant beat an equal-size random subset of the same samples (lower held-out FD and "
+            f"higher recall) in {CHANCE_BAR:.0%} of the seeds at every generation."]
+
+
 def metrics_csv(plan: StudyPlan, results: Results) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -360,6 +418,7 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "## What the figures show",
         "",
         *statements(plan, results, found),
+        *chance_statements(plan, results),
         "",
         "## Headline",
         "",
@@ -371,6 +430,14 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "the adjusted interval excludes zero (lower is better for fd, kid and memorization).",
         "",
         differences_markdown(found),
+        "## Curation against chance",
+        "",
+        "Each cell: in how many seeds the generation's accepted samples scored a lower held-out FD *and* a higher "
+        "recall than as many samples drawn at random from the same generation (the mean of 10 draws, measured "
+        "alike), then the mean paired differences accepted − random with their 95% intervals. Measured from the "
+        "curation step on; a loop that accepts everything (or fewer samples than the matched size) has no cell.",
+        "",
+        chance_markdown(plan, results),
         "## Plots",
         "",
         *[f"![{name}]({name})" for name in plots],

@@ -286,3 +286,22 @@ def test_a_votes_open_flag_follows_its_sample_through_votes_undo_and_pausing(tin
     assert set(Vote.objects.values_list("open", flat=True)) == {True}
     assert_votes_open_as_their_samples(generation)
     assert rating.counters(rater=alice).left == 5
+
+
+def test_on_postgresql_the_rating_statements_are_prepared_and_still_logged(generation):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's; SQLite runs Django's own cursor")
+    alice = human_rater("alice")
+    with CaptureQueriesContext(connection) as captured:
+        items = rating.next_items(rater=alice, count=3)
+        rating.cast(rater=alice, token=items[0]["token"], up=True, request_id="prepared-1")
+    # The query log shows each statement's text, with its parameters as placeholders.
+    assert any("FROM curation_sample s" in q["sql"] and "$1" in q["sql"] for q in captured.captured_queries)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any("FOR UPDATE OF s SKIP LOCKED" in statement for statement in prepared)  # the queue's candidates
+    assert any(statement.startswith("INSERT INTO curation_vote") for statement in prepared)  # and the vote

@@ -10,7 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from curation.ml.experiment_config import ConfigError, preset
-from curation.ml.study import StudyPlan, Variant, comparisons, lever_variants, report_generations, study_variants, uncurated
+from curation.ml.study import (
+    StudyPlan, Variant, beats_chance, chance_markdown, chance_statements, comparisons, lever_variants,
+    report_generations, study_variants, uncurated,
+)
 from curation.models import Experiment, Generation, Study
 from curation.services import CurationError
 from curation.studies import create_study, plan_study, run_study, study_results, write_study_report
@@ -181,3 +184,25 @@ def test_workers_run_a_studys_experiments_in_processes_of_their_own(monkeypatch,
     assert run_study(study=study, workers=2) == []
     assert set(study.experiments.values_list("status", flat=True)) == {Experiment.Status.DONE}
     assert len(study_results(study)) == 4
+
+
+def test_the_report_counts_the_seeds_where_curation_beat_chance():
+    plan = StudyPlan(base=preset("digits-tiny"), seeds=tuple(range(5)), generations=3, reservoir=600,
+                     variants=(Variant("fully-synthetic", "none"), Variant("fully-synthetic", "human")))
+    results = synthetic_results(plan, shift=0.0)
+    for seed in plan.seeds:
+        for g in (1, 2):
+            # The human curation wins in seeds 0-3 at G1, in seeds 0-1 only at G2 (recall lost there).
+            results[("fully-synthetic/human", seed, g)].update(
+                chosen_fd=0.5, chance_fd=0.6, chosen_recall=0.7 if seed < (4 if g == 1 else 2) else 0.5,
+                chance_recall=0.6)
+    assert beats_chance(plan, results, "fully-synthetic/human", 1) == (4, 5)
+    assert beats_chance(plan, results, "fully-synthetic/human", 2) == (2, 5)
+    assert beats_chance(plan, results, "fully-synthetic/none", 1) == (0, 0)  # accepts everything: not measured
+    table = chance_markdown(plan, results)
+    assert "| fully-synthetic/human | 4/5 (fd -0.100" in table and "| 2/5 (fd" in table
+    assert "fully-synthetic/none" not in table
+    assert "No curating variant beat" in chance_statements(plan, results)[0]
+    for seed in plan.seeds:
+        results[("fully-synthetic/human", seed, 2)]["chosen_recall"] = 0.7
+    assert "at every generation in: fully-synthetic/human" in chance_statements(plan, results)[0]

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from curation.ml import real
-from curation.ml.evaluation import DISTRIBUTION_METRICS, Evaluation, evaluate, matched_metrics
+from curation.ml.evaluation import (
+    DISTRIBUTION_METRICS, Evaluation, choice_versus_chance, evaluate, matched_metrics,
+)
 from curation.ml.model_files import dump_model, load_model
 from curation.ml.raters import RaterModel
 from curation.ml.reference import ReferenceClassifier
@@ -108,6 +110,30 @@ def test_noise_images_score_far_outside_the_floor(models):
     assert scores["kid"] > 10 * floor["kid"]["high"]
     assert scores["precision"] < floor["precision"]["low"] - 0.5
     assert scores["memorization"] == 0.0
+
+
+def test_choosing_varied_digits_out_of_varied_and_collapsed_ones_beats_chance_and_the_reverse_loses(digits, models):
+    real_images = digits.images[models.split.curator]
+    labels = digits.labels[models.split.curator]
+    # A collapsed generator: ones only, the same few drawn again and again.
+    ones = real_images[labels == 1][:5]
+    collapsed = ones[np.random.default_rng(1).integers(0, len(ones), len(real_images))]
+    pool = np.concatenate([real_images, collapsed])
+    real_chosen = np.arange(len(pool)) < len(real_images)
+    good = choice_versus_chance(models.evaluation, pool, real_chosen)
+    bad = choice_versus_chance(models.evaluation, pool, ~real_chosen)
+    assert good["chosen_fd"] < good["chance_fd"] and good["chosen_recall"] > good["chance_recall"]
+    assert bad["chosen_fd"] > bad["chance_fd"] and bad["chosen_recall"] < bad["chance_recall"]
+    assert good["chance_draws"] == 10
+    # Chance itself is the same whichever half was chosen: as many drawn from the same pool.
+    assert abs(good["chance_fd"] - bad["chance_fd"]) < 0.25 * good["chance_fd"]
+
+
+def test_no_choice_or_too_small_a_one_is_not_compared_with_chance(digits, models):
+    images = digits.images[models.split.curator]
+    assert choice_versus_chance(models.evaluation, images, np.ones(len(images), dtype=bool)) == {}
+    few = np.arange(len(images)) < models.evaluation.sample_size - 1
+    assert choice_versus_chance(models.evaluation, images, few) == {}
 
 
 def test_fewer_samples_than_the_matched_size_are_refused_saying_how_many_are_needed(digits, models):
