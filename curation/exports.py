@@ -5,6 +5,9 @@ Formats:
   data_dir=...)` reads: every record field becomes a column beside the image);
 - `imagefolder`: torchvision's `ImageFolder` layout, one folder per label (or accepted / rejected /
   real), with `manifest.csv` beside the class folders;
+- `parquet`: Parquet shards (`data/train-NNNNN-of-NNNNN.parquet`) with an `image` column and every
+  record field, and a dataset card (`README.md`): what `datasets.load_dataset("parquet", data_files=...)`
+  reads with the images decoded, and what `export --push-to-hub` uploads to the Hugging Face Hub;
 - `manifest` / `manifest-json`: the records alone, as CSV or JSON.
 
 What is exported: the synthetic samples of the experiment (or of one generation) that curation
@@ -42,6 +45,24 @@ FIELDS = (
     "discriminator_score", "accepted", "accept_reason", "created_at",
 )
 UNLABELLED = "unlabelled"
+SHARD_RECORDS = 2000  # images a Parquet shard holds
+# The Parquet columns, with the Hugging Face `datasets` feature each is read back as (stored in the
+# file's schema metadata, as `datasets` itself writes it: the image column decodes to an image).
+PARQUET_COLUMNS = {
+    "image": (None, {"_type": "Image"}),
+    "id": ("string", None), "file_name": ("string", None), "sha256": ("string", None), "source": ("string", None),
+    "label": ("string", None), "label_source": ("string", None), "experiment": ("int64", None),
+    "experiment_name": ("string", None), "generation": ("int64", None), "checkpoint_sha256": ("string", None),
+    "sampler": ("string", None), "steps": ("int64", None), "temperature": ("float64", None), "seed": ("int64", None),
+    "up_votes": ("int64", None), "down_votes": ("int64", None), "raters": ("list", None),
+    "discriminator_score": ("float64", None), "accepted": ("bool", None), "accept_reason": ("string", None),
+    "created_at": ("string", None),
+}
+# Licences of the real datasets Ouroboros ships, by their recorded source.
+KNOWN_LICENCES = {
+    "sklearn.datasets.load_digits": "CC BY 4.0 (UCI Machine Learning Repository, Optical Recognition of Handwritten "
+                                    "Digits, via scikit-learn)",
+}
 
 
 class ExportError(Exception):
@@ -154,14 +175,18 @@ def _folder(record: dict, layout: str) -> str:
 
 
 def write_export(records: list[dict], *, fmt: str, layout: str, destination: Path, as_zip: bool,
-                 progress: Optional[ProgressCallback] = None) -> None:
-    """Write `records` in `fmt` to `destination` (a zip file, a directory, or a manifest file), atomically."""
+                 progress: Optional[ProgressCallback] = None, card: str = "") -> None:
+    """Write `records` in `fmt` to `destination` (a zip file, a directory, or a manifest file), atomically.
+    `card`: the dataset card a Parquet export carries as its README.md."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_beside(destination)
     if fmt in (Export.Format.MANIFEST_CSV, Export.Format.MANIFEST_JSON):
         write_atomically(destination, _manifest(records, fmt))
         report(progress, len(records), len(records), "manifest written")
+        return
+    if fmt == Export.Format.PARQUET:
+        _write_parquet(records, destination, as_zip=as_zip, card=card, progress=progress)
         return
     files = [(_member_name(r, fmt, layout), r["_path"]) for r in records]
     extra = {"metadata.jsonl": _jsonl(records, fmt, layout)} if fmt == Export.Format.HF else {
@@ -188,6 +213,116 @@ def write_export(records: list[dict], *, fmt: str, layout: str, destination: Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_parquet(records: list[dict], destination: Path, *, as_zip: bool, card: str,
+                   progress: Optional[ProgressCallback]) -> None:
+    """Parquet shards and the card, in a zip file or a directory, atomically."""
+    import pyarrow.parquet as pq
+
+    shards = [records[start:start + SHARD_RECORDS] for start in range(0, len(records), SHARD_RECORDS)]
+    tmp = temporary_beside(destination).with_suffix(".dir")  # the shards; a zip is written beside them
+    try:
+        tmp.mkdir()
+        (tmp / "README.md").write_text(card)
+        done = 0
+        for n, shard in enumerate(shards):
+            name = tmp / "data" / f"train-{n:05d}-of-{len(shards):05d}.parquet"
+            name.parent.mkdir(exist_ok=True)
+            pq.write_table(_parquet_table(shard), name)
+            done += len(shard)
+            report(progress, done, len(records), f"{done}/{len(records)} images")
+        if as_zip:
+            archive_tmp = temporary_beside(destination)
+            with zipfile.ZipFile(archive_tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+                for path in sorted(tmp.rglob("*")):
+                    if path.is_file():
+                        archive.write(path, path.relative_to(tmp).as_posix())
+            shutil.rmtree(tmp)
+            os.replace(archive_tmp, destination)
+        else:
+            os.replace(tmp, destination)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        temporary_beside(destination).unlink(missing_ok=True)
+        raise
+
+
+def _parquet_table(records: list[dict]):
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
+             "list": pa.list_(pa.string()), None: pa.struct([("bytes", pa.binary()), ("path", pa.string())])}
+    schema = pa.schema([(name, types[kind]) for name, (kind, _) in PARQUET_COLUMNS.items()])
+    features = {name: feature or ({"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"} if kind == "list"
+                                  else {"dtype": kind, "_type": "Value"})
+                for name, (kind, feature) in PARQUET_COLUMNS.items()}
+    schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    rows = [{**public(r), "image": {"bytes": media_path(r["_path"]).read_bytes(), "path": r["file_name"]},
+             "label": r["label"] or None} for r in records]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def dataset_card(*, experiment, records: list[dict], generation: Optional[int] = None) -> str:
+    """The README.md of a Parquet export: what it holds, how it was made and curated, and under which
+    licence the real data it stands on was published."""
+    config = experiment.loop_config
+    counts = {}
+    for record in records:
+        counts[record["_verdict"]] = counts.get(record["_verdict"], 0) + 1
+    dataset = experiment.dataset
+    licence = KNOWN_LICENCES.get(dataset.source, f"not recorded: check the licence of {dataset.source} before "
+                                                 "publishing")
+    rows = []
+    for g in experiment.generations.filter(state="done").order_by("index"):
+        if generation is None or g.index == generation:
+            metrics = g.metrics
+            rows.append(f"| G{g.index} | " + " | ".join(
+                "–" if metrics.get(name) is None else f"{metrics[name]:.3f}" for name in CARD_METRICS) + " |")
+    yaml_header = "\n".join([
+        "---", f"pretty_name: {json.dumps(experiment.name)}", "license: other" if dataset.source not in KNOWN_LICENCES
+        else "license: cc-by-4.0", "task_categories:", "- unconditional-image-generation", "tags:",
+        "- synthetic", "- ouroboros", "- human-curated", "configs:", "- config_name: default", "  data_files:",
+        "  - split: train", "    path: data/train-*.parquet", "---",
+    ])
+    return "\n".join([
+        yaml_header, "", f"# {experiment.name}", "",
+        f"Synthetic images from a self-consuming generative loop run by Ouroboros (experiment {experiment.pk}"
+        f"{f', generation {generation}' if generation is not None else ''}), curated by votes and a discriminator, "
+        f"with the provenance of every image in its columns. {len(records)} images: "
+        + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) + ".", "",
+        "## How it was made", "",
+        f"- Real data: `{dataset.name}` ({dataset.source}), {dataset.image_count} images. Licence: {licence}.",
+        f"- Loop: {config.mix.loop}, {config.generations} generations, {config.samples_per_generation} samples a "
+        f"generation; training mix real fraction {config.mix.real_fraction}, training set {config.mix.train_size}.",
+        f"- Curation: policy `{config.curation.policy}`, discriminator `{config.curation.discriminator}`, acceptance "
+        f"`{config.curation.acceptance}`, diversity guard {'on' if config.curation.diversity_guard else 'off'}; "
+        f"{config.rating.votes_per_sample} vote(s) per rated sample from {config.rating.raters} raters, "
+        f"{config.rating.rating_budget} rated a generation, the discriminator scoring the rest.",
+        "- Columns: `accepted` and `accept_reason` (curation's verdict), `up_votes` / `down_votes` and `raters` "
+        "(pseudonymous ids), `discriminator_score`, `generation`, `checkpoint_sha256`, `sampler`, `steps`, "
+        "`temperature` and `seed` (enough to sample the image again), `label` (predicted by a reference classifier "
+        "for synthetic images).", "",
+        "## Generation metrics (held-out test split)", "",
+        "| generation | " + " | ".join(CARD_METRICS) + " |", "|---|" + "---|" * len(CARD_METRICS), *rows, "",
+        "## Settings", "", "```json", json.dumps(experiment.config, indent=1, sort_keys=True), "```", "",
+    ])
+
+
+CARD_METRICS = ("fd", "precision", "recall", "coverage", "memorization", "acceptance_rate")
+
+
+def push_to_hub(folder: Path, repo_id: str, *, private: bool = False) -> str:
+    """Upload a Parquet export's folder (shards and card) to a Hugging Face dataset repository, created if
+    missing, in one commit; the token comes from HF_TOKEN (and the Hub from HF_ENDPOINT), as the Hub
+    client reads them. Returns the commit's URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                               commit_message=f"Ouroboros export: {Path(folder).name}")
+    return str(getattr(commit, "commit_url", commit))
 
 
 def _member_name(record: dict, fmt: str, layout: str) -> str:
@@ -224,7 +359,7 @@ def _every(progress, done: int, total: int) -> None:
 
 EXTENSIONS = {
     Export.Format.HF: "zip", Export.Format.IMAGEFOLDER: "zip",
-    Export.Format.MANIFEST_CSV: "csv", Export.Format.MANIFEST_JSON: "json",
+    Export.Format.MANIFEST_CSV: "csv", Export.Format.MANIFEST_JSON: "json", Export.Format.PARQUET: "zip",
 }
 
 
@@ -250,8 +385,10 @@ def run_export(export_id: int) -> Export:
         if not records:
             raise ExportError("nothing to export: no accepted samples yet (finish a generation's curation first, "
                               "or include rejected samples or real data)")
+        card = dataset_card(experiment=export.experiment, records=records, generation=export.generation) \
+            if export.format == Export.Format.PARQUET else ""
         write_export(records, fmt=export.format, layout=export.layout, destination=media_path(relative),
-                     as_zip=True, progress=progress)
+                     as_zip=True, progress=progress, card=card)
     except Exception as error:
         Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=str(error)[:2000])
         raise

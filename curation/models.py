@@ -376,6 +376,7 @@ class Export(models.Model):
         IMAGEFOLDER = "imagefolder", "torchvision ImageFolder, zipped"
         MANIFEST_CSV = "manifest", "manifest (CSV)"
         MANIFEST_JSON = "manifest-json", "manifest (JSON)"
+        PARQUET = "parquet", "Parquet shards with a dataset card, zipped"
 
     class Layout(models.TextChoices):
         LABEL = "label", "one folder per label"

@@ -138,6 +138,13 @@ def test_exports_are_created_polled_and_downloaded(staff, tiny_config):
     bad = staff.post("/api/exports/", {"experiment": generation.experiment_id, "format": "hf", "generation": 9}, format="json")
     assert bad.status_code == 400 and "no generation 9" in bad.json()["generation"][0]
     assert Export.objects.count() == 1
+    # Parquet too: shards and the dataset card, zipped.
+    parquet = staff.post("/api/exports/", {"experiment": generation.experiment_id, "format": "parquet"}, format="json")
+    assert parquet.status_code == 201
+    run_export(parquet.json()["id"])
+    download = staff.get(f"/api/exports/{parquet.json()['id']}/download/")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+    assert sorted(archive.namelist()) == ["README.md", "data/train-00000-of-00001.parquet"]
 
 
 def test_the_schema_and_docs_are_served(staff):

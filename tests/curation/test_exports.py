@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from django.core.management import CommandError, call_command
 
 from curation import pipeline
-from curation.exports import FIELDS, collect_records, pseudonym, run_export, write_export
+from curation.exports import FIELDS, collect_records, dataset_card, pseudonym, run_export, write_export
 from curation.images import media_path
 from curation.ml.imaging import read_provenance, sha256
 from curation.models import Export, Rater, RealDataset, Sample
@@ -153,3 +155,75 @@ def test_the_export_command(finished, tmp_path, capsys):
                  "--layout", "verdict", "--include-rejected", "--output", str(tmp_path / "if.zip"))
     assert zipfile.ZipFile(tmp_path / "if.zip").namelist()[0] == "manifest.csv"
     assert RealDataset.objects.count() == 1
+
+
+def test_parquet_shards_load_with_datasets_with_decoded_images_and_every_field(finished, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr("curation.exports.SHARD_RECORDS", 150)  # 396 records: three shards
+    records = collect_records(experiment=finished, include_real=True, include_rejected=True)
+    card = dataset_card(experiment=finished, records=records)
+    write_export(records, fmt="parquet", layout="label", destination=tmp_path / "pq", as_zip=False, card=card)
+    shards = sorted(p.name for p in (tmp_path / "pq" / "data").iterdir())
+    assert shards == [f"train-0000{n}-of-00003.parquet" for n in range(3)]
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "pq" / "data" / "*.parquet"), split="train")
+    assert len(loaded) == len(records) == 96 + 300
+    assert set(FIELDS) <= set(loaded.column_names) and isinstance(loaded.features["image"], datasets.Image)
+    row = next(r for r in loaded if r["id"].startswith("synthetic-"))
+    sample = Sample.objects.get(pk=int(row["id"].split("-")[1]))
+    assert row["image"].size == (8, 8)
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(Image.open(media_path(sample.image.name))))
+    assert row["seed"] == sample.seed and row["accepted"] == sample.accepted and row["generation"] == 0
+    assert row["up_votes"] + row["down_votes"] == sample.votes.count() == len(row["raters"])
+    real = next(r for r in loaded if r["source"] == "real")
+    assert real["generation"] is None and real["accept_reason"] == "real"
+    # The card: the Hub reads its YAML header; people read the rest.
+    text = (tmp_path / "pq" / "README.md").read_text()
+    assert text.startswith("---\n") and "path: data/train-*.parquet" in text and "license: cc-by-4.0" in text
+    assert "CC BY 4.0 (UCI" in text and "policy `human+discriminator`" in text
+    assert f"| G0 | {finished.generations.get().metrics['fd']:.3f} |" in text
+
+
+def test_a_parquet_export_from_the_task_is_a_zip_of_shards_and_card(finished, tmp_path):
+    import datasets
+
+    export = Export.objects.create(experiment=finished, format="parquet")
+    done = run_export(export.pk)
+    with zipfile.ZipFile(media_path(done.file.name)) as archive:
+        assert sorted(archive.namelist()) == ["README.md", "data/train-00000-of-00001.parquet"]
+        archive.extractall(tmp_path / "unzipped")
+    loaded = datasets.load_dataset("parquet", data_dir=str(tmp_path / "unzipped" / "data"), split="train")
+    assert len(loaded) == done.record_count and all(loaded["accepted"])
+
+
+def test_push_to_hub_uploads_the_shards_and_card_in_one_commit(finished, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+
+    def upload_folder(self, *, folder_path, repo_id, repo_type, commit_message):
+        uploaded = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        calls.append(("upload", repo_id, repo_type, uploaded, (Path(folder_path) / "README.md").read_text()))
+        return type("Commit", (), {"commit_url": f"https://hub.example/datasets/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    out = tmp_path / "hub"
+    with pytest.raises(CommandError, match="HF_TOKEN"):
+        call_command("export", "--experiment", str(finished.pk), "--format", "parquet", "--output", str(out),
+                     "--push-to-hub", "lab/digits-curated")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    with pytest.raises(CommandError, match="add --format parquet"):
+        call_command("export", "--experiment", str(finished.pk), "--format", "hf", "--output", str(out),
+                     "--push-to-hub", "lab/digits-curated")
+    with pytest.raises(CommandError, match="ORG/NAME"):
+        call_command("export", "--experiment", str(finished.pk), "--format", "parquet", "--output", str(out),
+                     "--push-to-hub", "no-org")
+    assert calls == [] and not out.exists()
+    call_command("export", "--experiment", str(finished.pk), "--format", "parquet", "--output", str(out),
+                 "--push-to-hub", "lab/digits-curated", "--private")
+    assert calls[0] == ("create", "lab/digits-curated", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    _, repo, kind, files, card = calls[1]
+    assert (repo, kind) == ("lab/digits-curated", "dataset")
+    assert files == ["README.md", "data/train-00000-of-00001.parquet"]
+    assert "# export me" in card and "## Generation metrics" in card
