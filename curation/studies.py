@@ -189,10 +189,13 @@ def queue_study(*, study: Study) -> int:
 
 
 def study_results(study: Study) -> dict:
-    """(variant, seed, generation) -> the generation's stored metrics, for every finished generation."""
+    """(variant, seed, generation) -> the generation's stored metrics and `step_seconds`, for every
+    finished generation."""
     rows = Generation.objects.filter(experiment__study=study, state=State.DONE).values_list(
-        "experiment__study_variant", "experiment__study_seed", "index", "metrics")
-    return {(variant, seed, index): metrics for variant, seed, index, metrics in rows}
+        "experiment__study_variant", "experiment__study_seed", "index", "metrics", "timings")
+    # With each generation's cost: the seconds its steps took (training, sampling, rating, curating).
+    return {(variant, seed, index): {**metrics, "step_seconds": round(sum((timings or {}).values()), 1)}
+            for variant, seed, index, metrics, timings in rows}
 
 
 def measure_chance(study: Study) -> int:

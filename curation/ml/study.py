@@ -25,7 +25,7 @@ from curation.ml.statistics import LOWER_IS_BETTER, compare, format_interval, me
 # Every metric stored per generation that the report reads, and the headline's columns.
 METRICS = ("fd", "kid", "precision", "recall", "density", "coverage", "memorization", "classes_covered",
            "acceptance_rate", "accepted", "discriminator_auc", "discriminator_heldout_auc", "verifier_auc",
-           "chosen_fd", "chosen_recall", "chance_fd", "chance_recall")
+           "chosen_fd", "chosen_recall", "chance_fd", "chance_recall", "step_seconds")
 # Curation beats chance in a seed when its accepted samples score a lower held-out FD and a higher recall
 # than as many drawn at random from the same samples; the bar: in at least this share of the seeds.
 CHANCE_BAR = 0.8
@@ -244,9 +244,9 @@ def _mean_cell(column: np.ndarray) -> str:
 
 def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
     """The README's table: the floor, G0, then every variant at the reported generations, mean [95% CI]
-    over seeds for each headline metric."""
+    over seeds for each headline metric, and its cost: the mean seconds a generation after G0 took."""
     generations = report_generations(plan, results) or [0]
-    columns = [f"{metric} G{g}" for g in generations for metric in HEADLINE]
+    columns = [f"{metric} G{g}" for g in generations for metric in HEADLINE] + ["s/generation"]
     lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     floor_cells = []
     for _ in generations:
@@ -254,14 +254,21 @@ def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
             entry = floor.get(metric)
             floor_cells.append(f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]" if isinstance(
                 entry, dict) else "–")
-    lines.append("| real vs real (floor) | " + " | ".join(floor_cells) + " |")
+    lines.append("| real vs real (floor) | " + " | ".join(floor_cells) + " | – |")
     first = plan.variants[0].name
     g0 = [_mean_cell(values(plan, results, first, 0, m)) for _ in generations for m in HEADLINE]
-    lines.append("| G0 (every variant's start) | " + " | ".join(g0) + " |")
+    lines.append("| G0 (every variant's start) | " + " | ".join(g0) + f" | {_cost(plan, results, first, [0])} |")
     for variant in plan.variants:
         cells = [_mean_cell(values(plan, results, variant.name, g, m)) for g in generations for m in HEADLINE]
-        lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+        later = list(range(1, plan.generations))
+        lines.append(f"| {variant.name} | " + " | ".join(cells) + f" | {_cost(plan, results, variant.name, later)} |")
     return "\n".join(lines) + "\n"
+
+
+def _cost(plan: StudyPlan, results: Results, variant: str, generations: list[int]) -> str:
+    seconds = np.concatenate([values(plan, results, variant, g, "step_seconds") for g in generations])
+    seconds = seconds[~np.isnan(seconds)]
+    return f"{seconds.mean():.0f}" if len(seconds) else "–"
 
 
 def differences_markdown(found: list) -> str:
@@ -411,7 +418,9 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "Every metric is measured on the **held-out test split** (never trained on, never shown to the curators) "
         f"at matched sizes ({floor.get('sample_size', '?')} samples against as many test images, averaged over "
         "reference halves). The floor row is real against real at the same size: the mean and the 2.5–97.5% range "
-        f"over {floor.get('repeats', '?')} random splits. Cells are mean [95% t-interval] over seeds. Memorization: "
+        f"over {floor.get('repeats', '?')} random splits. Cells are mean [95% t-interval] over seeds; s/generation is what a generation after G0 cost, "
+        "its steps' seconds averaged over seeds and generations (G0's own for the G0 row), as the experiments ran "
+        "side by side with the study's other workers. Memorization: "
         "the share of samples nearer a training-split image than the 5th percentile of held-out real images' "
         "nearest-training distances (real data scores about 0.05).",
         "",
