@@ -316,7 +316,8 @@ def beats_chance(plan: StudyPlan, results: Results, variant: str, generation: in
 def chance_markdown(plan: StudyPlan, results: Results) -> str:
     """Per curating variant and generation: in how many seeds curation beat chance, and by how much
     (mean paired difference chosen − chance, with its 95% interval)."""
-    generations = [g for g in range(1, plan.generations) if g <= max(reached(plan, results), 1)]
+    generations = [g for g in range(plan.generations)
+                   if any(beats_chance(plan, results, v.name, g)[1] for v in plan.variants)]
     lines = ["| variant | " + " | ".join(f"G{g}" for g in generations) + " |", "|---|" + "---|" * len(generations)]
     for variant in plan.variants:
         cells = []
@@ -336,11 +337,11 @@ def chance_markdown(plan: StudyPlan, results: Results) -> str:
 
 
 def chance_statements(plan: StudyPlan, results: Results) -> list[str]:
-    """Which curating variants beat chance in enough seeds at every generation measured."""
+    """Which curating variants beat chance in enough seeds at every generation all experiments reached."""
     last = reached(plan, results)
     passing, measured_any = [], False
     for variant in plan.variants:
-        counts = [beats_chance(plan, results, variant.name, g) for g in range(1, last + 1)]
+        counts = [beats_chance(plan, results, variant.name, g) for g in range(last + 1)]
         counts = [(w, n) for w, n in counts if n]
         if not counts:
             continue
