@@ -203,7 +203,7 @@ def measure_chance(study: Study) -> int:
     curation step measured it; stored with their metrics. Returns how many were measured now."""
     from curation.datasets import real_models
     from curation.images import read_images
-    from curation.ml.evaluation import choice_versus_chance
+    from curation.ml.evaluation import CHANCE_MINIMUM, choice_versus_chance
 
     measured = 0
     for generation in Generation.objects.filter(experiment__study=study, state=State.DONE).select_related(
@@ -212,7 +212,7 @@ def measure_chance(study: Study) -> int:
             continue
         models = real_models(generation.experiment.dataset_id)
         total, accepted = generation.samples.count(), generation.samples.filter(accepted=True).count()
-        if accepted == total or accepted < models.evaluation.sample_size:
+        if accepted == total or accepted < CHANCE_MINIMUM:
             continue  # nothing chosen, or too few to measure
         rows = list(generation.samples.order_by("index").values_list("image", "accepted"))
         images = read_images([image for image, _ in rows], generation.experiment.dataset.channels)

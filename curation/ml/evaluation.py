@@ -30,6 +30,7 @@ FLOOR_INTERVAL = (2.5, 97.5)
 # Keys that separate the seeded draws derived from the evaluation's seed.
 SUBSET_KEY, FLOOR_KEY, CHANCE_KEY = 1, 2, 3
 CHANCE_DRAWS = 10  # random subsets a choice of samples is compared with
+CHANCE_MINIMUM = 30  # fewer chosen samples are not compared with chance (too few for stable FD and recall)
 DISTANCE_BLOCK = 1024  # rows per block of pixel distances: memory stays bounded for large sets
 
 
@@ -111,11 +112,14 @@ def evaluate(evaluation: Evaluation, samples: np.ndarray, training_images: np.nd
     }
 
 
-def _held_out(evaluation: Evaluation, features: np.ndarray, rng) -> dict[str, float]:
-    """FD and recall of a seeded m-subset of `features` against each reference half, averaged."""
-    size = evaluation.sample_size
-    per_half = [matched_metrics(features[rng.choice(len(features), size, replace=False)],
-                                evaluation.test_features[half]) for half in evaluation.reference_halves]
+def _held_out(evaluation: Evaluation, features: np.ndarray, size: int, rng) -> dict[str, float]:
+    """FD and recall of a seeded `size`-subset of `features` against each reference half (itself a
+    seeded `size`-subset of it when `size` is below m), averaged."""
+    per_half = []
+    for half in evaluation.reference_halves:
+        real = half if size == len(half) else rng.choice(half, size, replace=False)
+        per_half.append(matched_metrics(features[rng.choice(len(features), size, replace=False)],
+                                        evaluation.test_features[real]))
     return {name: float(np.mean([values[name] for values in per_half])) for name in ("fd", "recall")}
 
 
@@ -123,22 +127,23 @@ def choice_versus_chance(evaluation: Evaluation, samples: np.ndarray, chosen: np
                          draws: int = CHANCE_DRAWS) -> dict:
     """Did a choice of samples (curation's accepted ones) do better than chance? Held-out FD and recall
     of the chosen samples, and the mean of the same over `draws` random subsets of as many of the same
-    samples, measured alike (an m-subset against each reference half). Empty when fewer than m were
-    chosen (too few to measure at the matched size) or all of them were (nothing was chosen)."""
+    samples, measured alike: subsets of min(chosen, m) against as many images of each reference half.
+    Empty when fewer than CHANCE_MINIMUM were chosen, or all of them were (nothing was chosen)."""
     chosen = np.asarray(chosen, dtype=bool)
     count = int(chosen.sum())
-    if count < evaluation.sample_size or count == len(samples):
+    if count < CHANCE_MINIMUM or count == len(samples):
         return {}
+    size = min(count, evaluation.sample_size)
     features = evaluation.reference.features(samples)
     rng = np.random.default_rng((evaluation.seed, CHANCE_KEY, seed))
-    mine = _held_out(evaluation, features[chosen], rng)
-    chance = [_held_out(evaluation, features[rng.choice(len(samples), count, replace=False)], rng)
+    mine = _held_out(evaluation, features[chosen], size, rng)
+    chance = [_held_out(evaluation, features[rng.choice(len(samples), count, replace=False)], size, rng)
               for _ in range(draws)]
     return {
         "chosen_fd": mine["fd"], "chosen_recall": mine["recall"],
         "chance_fd": float(np.mean([c["fd"] for c in chance])),
         "chance_recall": float(np.mean([c["recall"] for c in chance])),
-        "chance_draws": draws,
+        "chance_draws": draws, "chance_size": size,
     }
 
 

@@ -444,8 +444,8 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "",
         "Each cell: in how many seeds the generation's accepted samples scored a lower held-out FD *and* a higher "
         "recall than as many samples drawn at random from the same generation (the mean of 10 draws, measured "
-        "alike), then the mean paired differences accepted − random with their 95% intervals. Measured from the "
-        "curation step on; a loop that accepts everything (or fewer samples than the matched size) has no cell.",
+        "alike, at the matched size or the accepted count where smaller), then the mean paired differences accepted − "
+        "random with their 95% intervals. A loop that accepts everything (or fewer than 30 samples) has no cell.",
         "",
         chance_markdown(plan, results),
         "## Plots",

@@ -6,7 +6,7 @@ import pytest
 
 from curation.ml import real
 from curation.ml.evaluation import (
-    DISTRIBUTION_METRICS, Evaluation, choice_versus_chance, evaluate, matched_metrics,
+    CHANCE_MINIMUM, DISTRIBUTION_METRICS, Evaluation, choice_versus_chance, evaluate, matched_metrics,
 )
 from curation.ml.model_files import dump_model, load_model
 from curation.ml.raters import RaterModel
@@ -132,8 +132,19 @@ def test_choosing_varied_digits_out_of_varied_and_collapsed_ones_beats_chance_an
 def test_no_choice_or_too_small_a_one_is_not_compared_with_chance(digits, models):
     images = digits.images[models.split.curator]
     assert choice_versus_chance(models.evaluation, images, np.ones(len(images), dtype=bool)) == {}
-    few = np.arange(len(images)) < models.evaluation.sample_size - 1
-    assert choice_versus_chance(models.evaluation, images, few) == {}
+    assert choice_versus_chance(models.evaluation, images, np.arange(len(images)) < CHANCE_MINIMUM - 1) == {}
+
+
+def test_a_choice_smaller_than_the_matched_size_is_compared_at_its_own_size(digits, models):
+    real_images = digits.images[models.split.curator]
+    labels = digits.labels[models.split.curator]
+    ones = real_images[labels == 1][:5]
+    pool = np.concatenate([real_images, ones[np.random.default_rng(2).integers(0, 5, len(real_images))]])
+    few = np.zeros(len(pool), dtype=bool)
+    few[: models.evaluation.sample_size // 2] = True  # half the matched size, all of them varied digits
+    found = choice_versus_chance(models.evaluation, pool, few)
+    assert found["chance_size"] == models.evaluation.sample_size // 2
+    assert found["chosen_fd"] < 0.5 * found["chance_fd"] and 0 < found["chosen_recall"] <= 1
 
 
 def test_fewer_samples_than_the_matched_size_are_refused_saying_how_many_are_needed(digits, models):
