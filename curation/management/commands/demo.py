@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from typing import Callable, Optional
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,7 +16,7 @@ from django.core.management.base import BaseCommand
 from curation import tasks
 from curation.datasets import ensure_digits_dataset, real_models
 from curation.ml.experiment_config import preset
-from curation.models import Experiment, Rater
+from curation.models import Experiment, Generation, Rater
 from curation.services import create_experiment, start_experiment
 
 DEMO_NAME = "Demo: digits, augmentation loop, human+discriminator curation"
@@ -36,38 +37,59 @@ class Command(BaseCommand):
         self.stdout.write("Preparing the digits dataset and its reference models...")
         dataset = ensure_digits_dataset()
         real_models(dataset.pk)  # fitted now, while nothing else runs, rather than in the first worker step
-        # Queued first, so that samples are open for rating after one generation's training.
-        # Its G0 trains 600 steps instead of 2,000 (about 45 s instead of 150 s on 2 cores): rougher
+        # First: the simulated demo's first step is queued only once these samples are open for rating
+        # (the worker takes one task at a time, in order; queued at once, the simulated demo's G0, 2,000
+        # steps, would come between this G0 and its sampling). Its G0 trains 600 steps instead of 2,000 (about 45 s instead of 150 s on 2 cores): rougher
         # digits, some of them worth a vote down, open for rating sooner (held-out FD 1.69 against 1.44
         # at 1,000 steps in one run of each).
         rating_config = preset("digits").replace(**{
             "generations": 2, "samples_per_generation": 1000, "rating.raters": "human",
             "rating.rating_budget": 64, "rating.votes_per_sample": 1, "train.steps": 600,
         })
-        self._start(RATING_DEMO_NAME, rating_config)
-        experiment = self._start(DEMO_NAME, preset("digits").replace(generations=options["generations"]))
+        rating_demo, _ = self._start(RATING_DEMO_NAME, rating_config)
+        experiment, waiting = self._start(DEMO_NAME, preset("digits").replace(generations=options["generations"]),
+                                          enqueue=False)
         base = f"http://{options['address']}"
         self.stdout.write(self.style.SUCCESS(
             f"\nOuroboros is starting at {base}/\n"
             f"  staff: log in as 'demo' with password {staff_password} and watch {base}/experiments/{experiment.pk}/\n"
             f"  rater: log in as 'rater' with password {rater_password} and rate at {base}/rate/\n"
-            "The simulated demo trains G0 on 1,000 real digits, samples 1,000, lets simulated raters vote, fits\n"
+            "The simulated demo starts once those are open. It trains G0 on 1,000 real digits, samples 1,000,\n"
+            "lets simulated raters vote, fits\n"
             "the discriminator, curates and trains the next generation: about 2-3 minutes a generation on 2 cores.\n"
             "The rate-it-yourself experiment opens 64 samples for rating once its G0 is trained (about a minute).\n"
             "Stop with Ctrl-C.\n"
         ))
-        if options["no_serve"]:
-            return
-        self._serve(options["address"])
 
-    def _start(self, name: str, config) -> Experiment:
+        def start_waiting() -> bool:
+            """Queue the simulated demo once the rating demo is open for rating (or stopped)."""
+            if waiting is None:
+                return True
+            rating_demo.refresh_from_db()
+            if rating_demo.status != Experiment.Status.RUNNING or rating_demo.generations.filter(
+                    open_for_raters=True).exists():
+                tasks.enqueue(waiting.pk)
+                return True
+            return False
+
+        if options["no_serve"]:
+            if waiting is not None:
+                tasks.enqueue(waiting.pk)  # nothing will wait for the rating demo here
+            return
+        self._serve(options["address"], start_waiting)
+
+    def _start(self, name: str, config, *, enqueue: bool = True) -> tuple[Experiment, Optional[Generation]]:
+        """The experiment, created and started if new; its first generation when it was started now and
+        not queued (`enqueue` off), else None."""
         experiment = Experiment.objects.filter(name=name).first()
         if experiment is None:
             experiment = create_experiment(name=name, config=config)
         if experiment.status == Experiment.Status.DRAFT:
             generation = start_experiment(experiment=experiment)
+            if not enqueue:
+                return experiment, generation
             tasks.enqueue(generation.pk)
-        return experiment
+        return experiment, None
 
     def _ensure_user(self, username: str, *, staff: bool) -> str:
         """The user, with a password kept in var/ so that a second start prints the same one."""
@@ -84,7 +106,7 @@ class Command(BaseCommand):
         Rater.objects.get_or_create(user=user, defaults={"name": username, "kind": Rater.Kind.HUMAN})
         return password_file.read_text().strip()
 
-    def _serve(self, address: str) -> None:
+    def _serve(self, address: str, start_waiting: Callable[[], bool]) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         # -B: Celery beat inside the worker, running the reconciler that re-queues a stalled step.
         worker = subprocess.Popen(
@@ -93,7 +115,9 @@ class Command(BaseCommand):
         )
         web = subprocess.Popen([*manage, "runserver", "--noreload", address], cwd=settings.BASE_DIR)
         try:
+            started = False
             while worker.poll() is None and web.poll() is None:
+                started = started or start_waiting()
                 try:
                     web.wait(timeout=1)
                 except subprocess.TimeoutExpired:
