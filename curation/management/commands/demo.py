@@ -54,10 +54,10 @@ class Command(BaseCommand):
             f"\nOuroboros is starting at {base}/\n"
             f"  staff: log in as 'demo' with password {staff_password} and watch {base}/experiments/{experiment.pk}/\n"
             f"  rater: log in as 'rater' with password {rater_password} and rate at {base}/rate/\n"
-            "The simulated demo starts once those are open. It trains G0 on 1,000 real digits, samples 1,000,\n"
-            "lets simulated raters vote, fits\n"
-            "the discriminator, curates and trains the next generation: about 2-3 minutes a generation on 2 cores.\n"
             "The rate-it-yourself experiment opens 64 samples for rating once its G0 is trained (about a minute).\n"
+            "The simulated demo starts then: it trains G0 on 1,000 real digits, samples 1,000, lets simulated\n"
+            "raters vote, fits the discriminator, curates and trains the next generation: about 2-3 minutes a\n"
+            "generation on 2 cores.\n"
             "Stop with Ctrl-C.\n"
         ))
 
