@@ -106,7 +106,7 @@ class Command(BaseCommand):
         Rater.objects.get_or_create(user=user, defaults={"name": username, "kind": Rater.Kind.HUMAN})
         return password_file.read_text().strip()
 
-    def _serve(self, address: str, start_waiting: Callable[[], bool]) -> None:
+    def _serve(self, address: str, start_waiting: Callable[[], bool] = lambda: True) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         # -B: Celery beat inside the worker, running the reconciler that re-queues a stalled step.
         worker = subprocess.Popen(
