@@ -58,10 +58,11 @@ PARQUET_COLUMNS = {
     "discriminator_score": ("float64", None), "accepted": ("bool", None), "accept_reason": ("string", None),
     "created_at": ("string", None),
 }
-# Licences of the real datasets Ouroboros ships, by their recorded source.
+# Licences of the real datasets Ouroboros ships, by their recorded source: the Hub's licence id, and
+# what the card says.
 KNOWN_LICENCES = {
-    "sklearn.datasets.load_digits": "CC BY 4.0 (UCI Machine Learning Repository, Optical Recognition of Handwritten "
-                                    "Digits, via scikit-learn)",
+    "sklearn.datasets.load_digits": ("cc-by-4.0", "CC BY 4.0 (UCI Machine Learning Repository, Optical Recognition "
+                                                  "of Handwritten Digits, via scikit-learn)"),
 }
 
 
@@ -263,16 +264,21 @@ def _parquet_table(records: list[dict]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def verdict_counts(records: list[dict]) -> str:
+    """How many records of each verdict, e.g. "12 accepted, 3 real"."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["_verdict"]] = counts.get(record["_verdict"], 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
 def dataset_card(*, experiment, records: list[dict], generation: Optional[int] = None) -> str:
     """The README.md of a Parquet export: what it holds, how it was made and curated, and under which
     licence the real data it stands on was published."""
     config = experiment.loop_config
-    counts = {}
-    for record in records:
-        counts[record["_verdict"]] = counts.get(record["_verdict"], 0) + 1
     dataset = experiment.dataset
-    licence = KNOWN_LICENCES.get(dataset.source, f"not recorded: check the licence of {dataset.source} before "
-                                                 "publishing")
+    licence_id, licence = KNOWN_LICENCES.get(dataset.source, (
+        "other", f"not recorded: check the licence of {dataset.source} before publishing"))
     rows = []
     for g in experiment.generations.filter(state="done").order_by("index"):
         if generation is None or g.index == generation:
@@ -280,8 +286,7 @@ def dataset_card(*, experiment, records: list[dict], generation: Optional[int] =
             rows.append(f"| G{g.index} | " + " | ".join(
                 "–" if metrics.get(name) is None else f"{metrics[name]:.3f}" for name in CARD_METRICS) + " |")
     yaml_header = "\n".join([
-        "---", f"pretty_name: {json.dumps(experiment.name)}", "license: other" if dataset.source not in KNOWN_LICENCES
-        else "license: cc-by-4.0", "task_categories:", "- unconditional-image-generation", "tags:",
+        "---", f"pretty_name: {json.dumps(experiment.name)}", f"license: {licence_id}", "task_categories:", "- unconditional-image-generation", "tags:",
         "- synthetic", "- ouroboros", "- human-curated", "configs:", "- config_name: default", "  data_files:",
         "  - split: train", "    path: data/train-*.parquet", "---",
     ])
@@ -289,8 +294,7 @@ def dataset_card(*, experiment, records: list[dict], generation: Optional[int] =
         yaml_header, "", f"# {experiment.name}", "",
         f"Synthetic images from a self-consuming generative loop run by Ouroboros (experiment {experiment.pk}"
         f"{f', generation {generation}' if generation is not None else ''}), curated by votes and a discriminator, "
-        f"with the provenance of every image in its columns. {len(records)} images: "
-        + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) + ".", "",
+        f"with the provenance of every image in its columns. {len(records)} images: {verdict_counts(records)}.", "",
         "## How it was made", "",
         f"- Real data: `{dataset.name}` ({dataset.source}), {dataset.image_count} images. Licence: {licence}.",
         f"- Loop: {config.mix.loop}, {config.generations} generations, {config.samples_per_generation} samples a "

@@ -8,10 +8,12 @@ client, which gives every execution a new text that cannot be prepared."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from django.db import connection
 
 
+@functools.cache
 def _prepared_cursor_class():
     from django.db.backends.postgresql.base import ServerBindingCursor
 
@@ -31,22 +33,16 @@ def _prepared_cursor_class():
     return PreparedCursor
 
 
-_PREPARED_CURSOR = None
-
-
 @contextlib.contextmanager
 def cursor():
     """A cursor for the hot statements: prepared on PostgreSQL, Django's own elsewhere. It goes through
     Django's cursor wrapper alike (query logging, CaptureQueriesContext, execute wrappers)."""
-    global _PREPARED_CURSOR
     if connection.vendor != "postgresql":
         with connection.cursor() as plain:
             yield plain
         return
-    if _PREPARED_CURSOR is None:
-        _PREPARED_CURSOR = _prepared_cursor_class()
     connection.ensure_connection()
-    raw = _PREPARED_CURSOR(connection.connection)
+    raw = _prepared_cursor_class()(connection.connection)
     raw.logged = connection.queries_logged
     # Django's own wrapping of a new cursor (thread check, query logging), around this one.
     with connection._prepare_cursor(raw) as prepared:

@@ -94,16 +94,12 @@ def evaluate(evaluation: Evaluation, samples: np.ndarray, training_images: np.nd
             f"{len(samples)} samples are too few, {size} are needed"
         )
     features = evaluation.reference.features(samples)
-    rng = np.random.default_rng((evaluation.seed, SUBSET_KEY))
-    per_half = [
-        matched_metrics(features[rng.choice(len(samples), size, replace=False)], evaluation.test_features[half])
-        for half in evaluation.reference_halves
-    ]
+    held_out = _held_out(evaluation, features, size, np.random.default_rng((evaluation.seed, SUBSET_KEY)))
     train_pixels = evaluation.train_pixels if training_images is None else flatten(training_images)
     nearest = nearest_distance(flatten(samples), train_pixels)
     histogram = class_histogram(evaluation.reference.predict(samples), evaluation.reference.classes)
     return {
-        **{name: float(np.mean([values[name] for values in per_half])) for name in DISTRIBUTION_METRICS},
+        **held_out,
         "memorization": float(np.mean(nearest < evaluation.memorization_threshold)),
         "class_histogram": histogram,
         "classes_covered": classes_covered(histogram),
@@ -113,14 +109,14 @@ def evaluate(evaluation: Evaluation, samples: np.ndarray, training_images: np.nd
 
 
 def _held_out(evaluation: Evaluation, features: np.ndarray, size: int, rng) -> dict[str, float]:
-    """FD and recall of a seeded `size`-subset of `features` against each reference half (itself a
-    seeded `size`-subset of it when `size` is below m), averaged."""
+    """Every distribution metric of a seeded `size`-subset of `features` against each reference half
+    (itself a seeded `size`-subset of it when `size` is below m), averaged over the halves."""
     per_half = []
     for half in evaluation.reference_halves:
         real = half if size == len(half) else rng.choice(half, size, replace=False)
         per_half.append(matched_metrics(features[rng.choice(len(features), size, replace=False)],
                                         evaluation.test_features[real]))
-    return {name: float(np.mean([values[name] for values in per_half])) for name in ("fd", "recall")}
+    return {name: float(np.mean([values[name] for values in per_half])) for name in DISTRIBUTION_METRICS}
 
 
 def choice_versus_chance(evaluation: Evaluation, samples: np.ndarray, chosen: np.ndarray, *, seed: int = 0,

@@ -302,15 +302,22 @@ def statements(plan: StudyPlan, results: Results, found: list) -> list[str]:
     return lines
 
 
+def _chance(plan: StudyPlan, results: Results, variant: str, generation: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seed by seed, accepted minus random: the held-out FD and the recall differences (NaN where not
+    measured)."""
+    def difference(metric: str) -> np.ndarray:
+        return (values(plan, results, variant, generation, f"chosen_{metric}")
+                - values(plan, results, variant, generation, f"chance_{metric}"))
+
+    return difference("fd"), difference("recall")
+
+
 def beats_chance(plan: StudyPlan, results: Results, variant: str, generation: int) -> tuple[int, int]:
     """Seeds where the variant's accepted samples beat equal-size random subsets of the same samples on
     both held-out FD and recall, of the seeds where that was measured."""
-    chosen_fd, chance_fd = (values(plan, results, variant, generation, m) for m in ("chosen_fd", "chance_fd"))
-    chosen_recall, chance_recall = (values(plan, results, variant, generation, m)
-                                    for m in ("chosen_recall", "chance_recall"))
-    measured = ~np.isnan(chosen_fd)
-    wins = measured & (chosen_fd < chance_fd) & (chosen_recall > chance_recall)
-    return int(wins.sum()), int(measured.sum())
+    fd, recall = _chance(plan, results, variant, generation)
+    measured = ~np.isnan(fd)
+    return int((measured & (fd < 0) & (recall > 0)).sum()), int(measured.sum())
 
 
 def chance_markdown(plan: StudyPlan, results: Results) -> str:
@@ -326,9 +333,7 @@ def chance_markdown(plan: StudyPlan, results: Results) -> str:
             if not measured:
                 cells.append("–")
                 continue
-            fd = values(plan, results, variant.name, g, "chosen_fd") - values(plan, results, variant.name, g, "chance_fd")
-            recall = (values(plan, results, variant.name, g, "chosen_recall")
-                      - values(plan, results, variant.name, g, "chance_recall"))
+            fd, recall = _chance(plan, results, variant.name, g)
             cells.append(f"{wins}/{measured} (fd {format_interval(mean_interval(fd[~np.isnan(fd)]), signed=True)}, "
                          f"recall {format_interval(mean_interval(recall[~np.isnan(recall)]), signed=True)})")
         if any(cell != "–" for cell in cells):

@@ -39,9 +39,9 @@ class Command(BaseCommand):
         real_models(dataset.pk)  # fitted now, while nothing else runs, rather than in the first worker step
         # First: the simulated demo's first step is queued only once these samples are open for rating
         # (the worker takes one task at a time, in order; queued at once, the simulated demo's G0, 2,000
-        # steps, would come between this G0 and its sampling). Its G0 trains 600 steps instead of 2,000 (about 45 s instead of 150 s on 2 cores): rougher
-        # digits, some of them worth a vote down, open for rating sooner (held-out FD 1.69 against 1.44
-        # at 1,000 steps in one run of each).
+        # steps, would come between this G0 and its sampling). This G0 trains 600 steps instead of 2,000
+        # (about 45 s instead of 150 s on 2 cores): rougher digits, some of them worth a vote down, open
+        # for rating sooner (held-out FD 1.69 against 1.44 at 1,000 steps in one run of each).
         rating_config = preset("digits").replace(**{
             "generations": 2, "samples_per_generation": 1000, "rating.raters": "human",
             "rating.rating_budget": 64, "rating.votes_per_sample": 1, "train.steps": 600,

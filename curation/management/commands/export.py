@@ -9,7 +9,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from curation.exports import ExportError, collect_records, dataset_card, push_to_hub, write_export
+from curation.exports import (
+    ExportError, collect_records, dataset_card, push_to_hub, verdict_counts, write_export,
+)
 from curation.models import Experiment, Export
 
 
@@ -75,11 +77,7 @@ class Command(BaseCommand):
                 if fmt == Export.Format.PARQUET else ""
             write_export(records, fmt=fmt, layout=options["layout"], destination=output,
                          as_zip=output.suffix == ".zip", progress=progress, card=card)
-        counts = {}
-        for record in records:
-            counts[record["_verdict"]] = counts.get(record["_verdict"], 0) + 1
-        summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
-        self.stdout.write(self.style.SUCCESS(f"wrote {output}: {len(records)} records ({summary})"))
+        self.stdout.write(self.style.SUCCESS(f"wrote {output}: {len(records)} records ({verdict_counts(records)})"))
         if repo_id:
             try:
                 url = push_to_hub(output, repo_id, private=options["private"])
