@@ -94,7 +94,8 @@ def prepare(code_root: str, label: str, samples: int, raters: int, votes_needed:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
 
-    from curation.images import encode_png, write_atomically
+    from curation import media
+    from curation.images import encode_png
     from curation.ml.experiment_config import preset
     from curation.models import Generation, Rater, Sample
     from curation.services import create_experiment, ensure_gold_items, start_experiment
@@ -109,7 +110,7 @@ def prepare(code_root: str, label: str, samples: int, raters: int, votes_needed:
     })
     experiment = create_experiment(name=f"load {label}", config=config)
     generation = start_experiment(experiment=experiment)
-    image = write_atomically(f"experiments/{experiment.pk}/g000/samples/load.png",
+    image = media.write(f"experiments/{experiment.pk}/g000/samples/load.png",
                              encode_png(np.full((1, 8, 8), 0.5, dtype=np.float32)))
     rng = np.random.default_rng(0)
     Sample.objects.bulk_create(

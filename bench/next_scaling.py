@@ -95,7 +95,8 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from curation.images import encode_png, write_atomically
+    from curation import media
+    from curation.images import encode_png
     from curation.ml.experiment_config import preset
     from curation.models import Generation, Rater, Sample, Vote
     from curation.services import create_experiment, ensure_gold_items, start_experiment
@@ -106,7 +107,7 @@ def measure(code_root: str, sizes: list[int], refills: int, out: str) -> None:
         "rating.gold_real_items": 20, "rating.gold_bad_items": 20})
     experiment = create_experiment(name="next scaling", config=config)
     generation = start_experiment(experiment=experiment)
-    image = write_atomically(f"experiments/{experiment.pk}/g000/samples/n.png",
+    image = media.write(f"experiments/{experiment.pk}/g000/samples/n.png",
                              encode_png(np.full((1, 8, 8), 0.5, dtype=np.float32)))
     Generation.objects.filter(pk=generation.pk).update(state=Generation.State.RATING, votes_needed=3)
     ensure_gold_items(experiment=experiment)

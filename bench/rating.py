@@ -42,7 +42,8 @@ def populate(samples: int, prior_votes_per_sample: int):
     import numpy as np
     from django.contrib.auth import get_user_model
 
-    from curation.images import encode_png, write_atomically
+    from curation import media
+    from curation.images import encode_png
     from curation.ml.experiment_config import preset
     from curation.models import Generation, Rater, Sample, Vote
     from curation.services import create_experiment, ensure_gold_items, start_experiment
@@ -50,7 +51,7 @@ def populate(samples: int, prior_votes_per_sample: int):
     config = preset("digits-tiny").replace(**{"rating.raters": "human", "rating.votes_per_sample": 3})
     experiment = create_experiment(name=f"bench {samples}", config=config)
     generation = start_experiment(experiment=experiment)
-    path = write_atomically("bench/sample.png", encode_png(np.zeros((1, 8, 8), dtype=np.float32)))
+    path = media.write("bench/sample.png", encode_png(np.zeros((1, 8, 8), dtype=np.float32)))
     rng = np.random.default_rng(0)
     Sample.objects.bulk_create(
         [Sample(generation=generation, index=i, seed=i, sampler="ddim", steps=1, temperature=1.0, image=path, sha256="",

@@ -163,9 +163,42 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Media (images, checkpoints, grids, exports): a local folder (MEDIA_ROOT), or with MEDIA_STORAGE=s3
+# an S3-compatible bucket that web and workers on several machines share (curation/media.py).
+MEDIA_STORAGE = env.str("MEDIA_STORAGE", default="filesystem")
+# Where a worker keeps its copy of a checkpoint it trains or samples, when media lives in a bucket.
+MEDIA_CACHE_ROOT = Path(env.str("MEDIA_CACHE_ROOT", default=str(VAR_DIR / "media-cache")))
+if MEDIA_STORAGE == "filesystem":
+    MEDIA_BACKEND = {"BACKEND": "curation.media.MediaStorage"}
+elif MEDIA_STORAGE == "s3":
+    # MEDIA_BUCKET_URL=s3://bucket/optional/prefix; credentials as boto3 reads them
+    # (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance role); AWS_S3_ENDPOINT_URL for a
+    # store other than Amazon's (MinIO: http://minio:9000).
+    bucket_url = env.url("MEDIA_BUCKET_URL", default=None)
+    if bucket_url is None or bucket_url.scheme != "s3" or not bucket_url.netloc:
+        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs MEDIA_BUCKET_URL=s3://BUCKET[/PREFIX], e.g. s3://ouroboros-media")
+    from botocore.config import Config
+
+    endpoint_url = env.str("AWS_S3_ENDPOINT_URL", default=None)
+    MEDIA_BACKEND = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": bucket_url.netloc,
+        "location": bucket_url.path.strip("/"),
+        "endpoint_url": endpoint_url,
+        "region_name": env.str("AWS_S3_REGION_NAME", default=None),
+        "file_overwrite": True,  # a step run twice writes the same names again
+        "default_acl": None,  # private: files reach users through the app's permission checks
+        "client_config": Config(
+            # MinIO and most stores other than Amazon's name the bucket in the path, not the host name.
+            s3={"addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path" if endpoint_url else "auto")},
+            # An unreachable store fails a request in seconds (and the readiness check says so), not minutes.
+            connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 3},
+        ),
+    }}
+else:
+    raise ImproperlyConfigured(f"MEDIA_STORAGE must be filesystem or s3, not {MEDIA_STORAGE!r}")
 
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": MEDIA_BACKEND,
     # Production serves hashed, compressed names after `collectstatic`; elsewhere files as they are.
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
                     else "whitenoise.storage.CompressedManifestStaticFilesStorage"},

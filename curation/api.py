@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from curation import rating, tasks
 from curation.exports import download
+from curation.media import media_url
 from curation.ml.experiment_config import PRESETS, ConfigError, preset
 from curation.models import Experiment, Export, Generation, Rater, RealImage, Sample, Vote
 from curation.rating_views import rater_for
@@ -77,7 +78,7 @@ class GenerationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_grid_image(self, obj) -> str | None:
-        return obj.grid_image.url if obj.grid_image else None
+        return media_url(obj.grid_image.name) if obj.grid_image else None
 
 
 class SampleSerializer(serializers.ModelSerializer):
@@ -96,7 +97,7 @@ class SampleSerializer(serializers.ModelSerializer):
         return "synthetic"
 
     def get_image(self, obj) -> str:
-        return obj.image.url
+        return media_url(obj.image.name)
 
 
 class RealImageSerializer(serializers.ModelSerializer):
@@ -112,7 +113,7 @@ class RealImageSerializer(serializers.ModelSerializer):
         return "real"
 
     def get_image(self, obj) -> str:
-        return obj.image.url
+        return media_url(obj.image.name)
 
 
 class VoteSerializer(serializers.ModelSerializer):

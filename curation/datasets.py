@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -14,7 +13,8 @@ import numpy as np
 from django.db import transaction
 
 from curation.errors import CurationError
-from curation.images import encode_png, media_path, read_images, sha256, write_atomically
+from curation import media
+from curation.images import encode_png, read_images, sha256
 from curation.ml.model_files import SUFFIX, dump_model, load_model
 from curation.ml.real import RealModels, fit_real_models
 from curation.models import RealDataset, RealImage
@@ -54,11 +54,11 @@ def import_arrays(*, name: str, source: str, images: np.ndarray, labels: np.ndar
                 name=name, defaults={"source": source, "channels": channels, "height": height, "width": width,
                                      "class_names": list(class_names)}
             )
-            folder = media_path(f"datasets/{dataset.pk}")
+            folder = f"datasets/{dataset.pk}"
             _store_images(dataset, images, labels)
     except BaseException:
         if folder is not None and not RealDataset.objects.filter(name=name).exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            media.delete_under(folder)
         raise
     return dataset
 
@@ -67,7 +67,7 @@ def _store_images(dataset: RealDataset, images: np.ndarray, labels: np.ndarray) 
     rows = []
     for index, (image, label) in enumerate(zip(images, labels)):
         data = encode_png(image)
-        path = write_atomically(f"datasets/{dataset.pk}/{index:06d}.png", data)
+        path = media.write(f"datasets/{dataset.pk}/{index:06d}.png", data)
         rows.append(
             RealImage(
                 dataset=dataset,
@@ -129,13 +129,13 @@ def real_models(dataset_id: int) -> RealModels:
 
 @functools.lru_cache(maxsize=4)
 def _real_models(identity: tuple) -> RealModels:
-    path = _real_models_path(identity[0])
-    if path.exists():
-        return load_model(path.read_bytes())
+    name = _real_models_name(identity[0])
+    if media.exists(name):
+        return load_model(media.read(name))
     arrays = _real_arrays(identity)
     models = fit_real_models(arrays.images, arrays.labels)
-    _write_summary(path, models)
-    write_atomically(str(path.relative_to(media_path(""))), dump_model(models))
+    _write_summary(name, models)
+    media.write(name, dump_model(models))
     return models
 
 
@@ -154,21 +154,25 @@ def real_summary(dataset_id: int) -> RealSummary:
 
 @functools.lru_cache(maxsize=16)
 def _real_summary(identity: tuple) -> RealSummary:
-    path = _real_models_path(identity[0])
-    if not path.with_suffix(".json").exists():
-        _write_summary(path, _real_models(identity))  # fitted here only if no worker has fitted them yet
-    data = json.loads(path.with_suffix(".json").read_text())
+    name = _real_models_name(identity[0])
+    if not media.exists(_summary_name(name)):
+        _write_summary(name, _real_models(identity))  # fitted here only if no worker has fitted them yet
+    data = json.loads(media.read(_summary_name(name)))
     return RealSummary({int(k): v for k, v in data["class_proportions"].items()}, data["real_floor"])
 
 
-def _real_models_path(dataset_id: int) -> Path:
+def _real_models_name(dataset_id: int) -> str:
     # Stored by content: the same images and labels, imported again under another id, reuse the fit.
-    return media_path(f"datasets/real-models/{_fingerprint(dataset_id)}-v{MODEL_VERSION}{SUFFIX}")
+    return f"datasets/real-models/{_fingerprint(dataset_id)}-v{MODEL_VERSION}{SUFFIX}"
 
 
-def _write_summary(models_path: Path, models: RealModels) -> None:
+def _summary_name(models_name: str) -> str:
+    return f"{models_name.removesuffix(SUFFIX)}.json"
+
+
+def _write_summary(models_name: str, models: RealModels) -> None:
     summary = {"class_proportions": models.class_proportions, "real_floor": models.real_floor}
-    write_atomically(str(models_path.with_suffix(".json").relative_to(media_path(""))), json.dumps(summary).encode())
+    media.write(_summary_name(models_name), json.dumps(summary))
 
 
 def _fingerprint(dataset_id: int) -> str:

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -34,7 +35,7 @@ from django.db.models import Count, Q
 from django.http import FileResponse
 from django.utils import timezone
 
-from curation.images import media_path, sha256
+from curation import media
 from curation.models import Export, RealImage, Sample, TrainingMember, Vote
 from training.files import temporary_beside, write_atomically
 from training.progress import ProgressCallback, report
@@ -72,8 +73,14 @@ class ExportError(Exception):
 
 def download(export: Export) -> FileResponse:
     """A finished export's file, as an attachment under its own name."""
-    return FileResponse(open(media_path(export.file.name), "rb"), as_attachment=True,
+    return FileResponse(media.open_file(export.file.name), as_attachment=True,
                         filename=export.file.name.rsplit("/", 1)[-1])
+
+
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in chunks (an export may be larger than memory should hold)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def pseudonym(rater_id: int) -> str:
@@ -84,7 +91,7 @@ def pseudonym(rater_id: int) -> str:
 
 def collect_records(*, experiment, generation: Optional[int] = None, include_real: bool = False,
                     include_rejected: bool = False) -> list[dict]:
-    """One record per exported image; `_path` (relative to MEDIA_ROOT) says where its bytes are."""
+    """One record per exported image; `_path` (its name in media storage) says where its bytes are."""
     generations = experiment.generations.all()
     if generation is not None:
         generations = generations.filter(index=generation)
@@ -199,7 +206,7 @@ def write_export(records: list[dict], *, fmt: str, layout: str, destination: Pat
                 for name, data in extra.items():
                     archive.writestr(name, data)
                 for n, (name, path) in enumerate(files):
-                    archive.write(media_path(path), name)
+                    archive.writestr(name, media.read(path))
                     _every(progress, n + 1, len(files))
         else:
             tmp.mkdir()
@@ -208,7 +215,7 @@ def write_export(records: list[dict], *, fmt: str, layout: str, destination: Pat
             for n, (name, path) in enumerate(files):
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(media_path(path), target)
+                target.write_bytes(media.read(path))
                 _every(progress, n + 1, len(files))
         os.replace(tmp, destination)
     except BaseException:
@@ -259,7 +266,7 @@ def _parquet_table(records: list[dict]):
                                   else {"dtype": kind, "_type": "Value"})
                 for name, (kind, feature) in PARQUET_COLUMNS.items()}
     schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
-    rows = [{**public(r), "image": {"bytes": media_path(r["_path"]).read_bytes(), "path": r["file_name"]},
+    rows = [{**public(r), "image": {"bytes": media.read(r["_path"]), "path": r["file_name"]},
              "label": r["label"] or None} for r in records]
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -373,7 +380,7 @@ def export_file_name(export: Export) -> str:
 
 
 def run_export(export_id: int) -> Export:
-    """Write an Export's file under MEDIA_ROOT/exports/. Safe to run twice: a finished export stays as is."""
+    """Write an Export's file to media storage under exports/. Safe to run twice: a finished export stays as is."""
     export = Export.objects.select_related("experiment").get(pk=export_id)
     if export.status == Export.Status.DONE:
         return export
@@ -391,14 +398,17 @@ def run_export(export_id: int) -> Export:
                               "or include rejected samples or real data)")
         card = dataset_card(experiment=export.experiment, records=records, generation=export.generation) \
             if export.format == Export.Format.PARQUET else ""
-        write_export(records, fmt=export.format, layout=export.layout, destination=media_path(relative),
-                     as_zip=True, progress=progress, card=card)
+        with tempfile.TemporaryDirectory(prefix="ouroboros-export-") as folder:
+            written = Path(folder) / relative.rsplit("/", 1)[-1]
+            write_export(records, fmt=export.format, layout=export.layout, destination=written,
+                         as_zip=True, progress=progress, card=card)
+            size, digest = written.stat().st_size, file_sha256(written)
+            media.write_file(relative, written)
     except Exception as error:
         Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=str(error)[:2000])
         raise
-    data_path = media_path(relative)
     Export.objects.filter(pk=export.pk).update(
-        status=Export.Status.DONE, file=relative, size=data_path.stat().st_size, sha256=sha256(data_path.read_bytes()),
+        status=Export.Status.DONE, file=relative, size=size, sha256=digest,
         record_count=len(records), progress_fraction=1.0, progress_message="done", finished_at=timezone.now(),
     )
     export.refresh_from_db()

@@ -135,7 +135,7 @@ class Generation(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_step = models.CharField(max_length=20, blank=True)
     unfinished_starts = models.PositiveSmallIntegerField(default=0)
-    checkpoint_dir = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
+    checkpoint_dir = models.CharField(max_length=300, blank=True, help_text="A folder in media storage.")
     checkpoint_sha256 = models.CharField(max_length=64, blank=True)
     training_mix = models.JSONField(default=dict, blank=True, help_text="Counts of real and synthetic training images.")
     metrics = models.JSONField(default=dict, blank=True)

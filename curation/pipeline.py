@@ -25,7 +25,8 @@ from sklearn.metrics import roc_auc_score
 
 from curation.datasets import real_arrays, real_models
 from curation.log_context import log_context
-from curation.images import encode_png, grid_png, media_path, read_images, sha256, write_atomically
+from curation import locks, media
+from curation.images import encode_png, grid_png, read_images, sha256
 from curation.ml.experiment_config import GUIDE_KEY, METRIC_KEY, RATING_ORDER_KEY, SAMPLE_KEY, TRAIN_KEY
 from curation.ml.discriminator import FEATURE_NAMES, fit_discriminator, image_features
 from curation.ml.verifier import Verification, verify
@@ -41,8 +42,7 @@ from curation.services import create_next_generation, ensure_gold_items, simulat
 from curation.supervision import fail_generation
 from curation import tracking
 from generation.sampling import sample_images, sample_seed
-from training.files import exclusive
-from training.train import copy_checkpoint, is_trained, train_unet, training_key
+from training.train import CARD_FILE, copy_checkpoint, is_trained, train_unet, training_key
 
 logger = logging.getLogger(__name__)
 State = Generation.State
@@ -135,34 +135,31 @@ def train_step(generation: Generation, *, bar: bool = False) -> None:
     train_config, continues = config.train_config_for(
         generation.index, seed=sample_seed(config.seed, TRAIN_KEY, generation.index), device=settings.OUROBOROS_DEVICE
     )
-    init_from = None
-    if continues:
-        previous = generation.experiment.generations.get(index=generation.index - 1)
-        init_from = media_path(previous.checkpoint_dir)
+    previous = generation.experiment.generations.get(index=generation.index - 1) if continues else None
     relative = _checkpoint_dir(generation)
     images = training_images(generation)
     # A from-scratch model is a function of its images and settings: experiments that share them (a
     # study's variants of one seed share their G0) share one training, through a cache keyed by them;
     # the lock makes a second experiment wait for the first one's run instead of repeating it.
-    cached = None if init_from else media_path(f"cache/checkpoints/{training_key(images, config.model, train_config)}")
-    with exclusive(cached.with_suffix(".lock")) if cached else contextlib.nullcontext():
-        if cached and is_trained(cached) and not is_trained(media_path(relative)):
-            copy_checkpoint(cached, media_path(relative))
+    cached = None if continues else f"cache/checkpoints/{training_key(images, config.model, train_config)}"
+    with contextlib.ExitStack() as stack:
+        if cached:
+            stack.enter_context(locks.held(cached))
+        work = stack.enter_context(media.folder(relative, last=CARD_FILE))
+        init_from = stack.enter_context(media.folder(previous.checkpoint_dir, keep=False)).path if previous else None
+        if cached and not is_trained(work.path) and media.exists(f"{cached}/{CARD_FILE}"):
+            with media.folder(cached, keep=False) as source:
+                copy_checkpoint(source.path, work.path)
         with GenerationProgress(generation, "training", bar=bar) as progress:
-            result = train_unet(
-                images,
-                model_config=config.model,
-                train_config=train_config,
-                checkpoint_dir=media_path(relative),
-                init_from=init_from,
-                progress=progress,
-            )
-        if cached and not is_trained(cached):
-            copy_checkpoint(media_path(relative), cached)
-    # A redelivered task (its first worker lost) resumes from the last checkpoint: say from where.
-    metrics = {**generation.metrics, "train_resumed_from_step": result.resumed_from_step}
-    if config.sample.guidance > 0 and generation.index > 0:
-        metrics.update(_train_guide(generation, config, media_path(relative), bar=bar))
+            result = train_unet(images, model_config=config.model, train_config=train_config, checkpoint_dir=work.path,
+                                init_from=init_from, progress=progress, on_checkpoint=work.push)
+        if cached and not media.exists(f"{cached}/{CARD_FILE}"):
+            with media.folder(cached, last=CARD_FILE) as target:
+                copy_checkpoint(work.path, target.path)
+        # A redelivered task (its first worker lost) resumes from the last checkpoint: say from where.
+        metrics = {**generation.metrics, "train_resumed_from_step": result.resumed_from_step}
+        if config.sample.guidance > 0 and generation.index > 0:
+            metrics.update(_train_guide(generation, config, work.path, bar=bar))
     _set_state(generation, State.SAMPLING, checkpoint_dir=relative, checkpoint_sha256=result.weights_sha256,
                metrics=metrics)
 
@@ -183,10 +180,11 @@ def _train_guide(generation: Generation, config, base_dir, *, bar: bool) -> dict
                                               device=settings.OUROBOROS_DEVICE)
     train_config = dataclasses.replace(train_config, steps=config.guidance_steps,
                                        warmup_steps=min(train_config.warmup_steps, config.guidance_steps // 10))
-    with GenerationProgress(generation, "training the guide", bar=bar) as progress:
+    with GenerationProgress(generation, "training the guide", bar=bar) as progress, \
+            media.folder(_guide_dir(generation), last=CARD_FILE) as work:
         train_unet(read_images(paths, generation.experiment.dataset.channels), model_config=config.model,
-                   train_config=train_config, checkpoint_dir=media_path(_guide_dir(generation)), init_from=base_dir,
-                   progress=progress)
+                   train_config=train_config, checkpoint_dir=work.path, init_from=base_dir, progress=progress,
+                   on_checkpoint=work.push)
     return {"guide_images": len(paths)}
 
 
@@ -205,14 +203,20 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
     # Until a discriminator can rank them, raters see samples in a random (seeded) order.
     rank = {int(index): position / count for position, index in enumerate(rating_order)}
     models = real_models(experiment.dataset_id)
-    checkpoint = media_path(generation.checkpoint_dir)
-    guide = media_path(_guide_dir(generation))
-    guide = guide if sample_config.guidance > 0 and is_trained(guide) else None
-    guidance = sample_config.guidance if guide is not None else 0.0
+    guided = sample_config.guidance > 0 and media.exists(f"{_guide_dir(generation)}/{CARD_FILE}")
+    guidance = sample_config.guidance if guided else 0.0
 
-    with GenerationProgress(generation, "sampling", bar=bar) as progress:
-        seeds = [sample_seed(config.seed, SAMPLE_KEY, generation.index, i) for i in missing]
-        images = sample_images(checkpoint, seeds, sample_config, progress=progress, guide_dir=guide) if missing else None
+    def draw(seeds: list[int], progress) -> np.ndarray:
+        with media.folder(generation.checkpoint_dir, keep=False) as checkpoint, \
+                (media.folder(_guide_dir(generation), keep=False) if guided else contextlib.nullcontext()) as guide:
+            return sample_images(checkpoint.path, seeds, sample_config, progress=progress,
+                                 guide_dir=guide.path if guide else None)
+
+    seeds = [sample_seed(config.seed, SAMPLE_KEY, generation.index, i) for i in missing]
+    images = None
+    if missing:
+        with GenerationProgress(generation, "sampling", bar=bar) as progress:
+            images = draw(seeds, progress)
     if missing:
         predicted = models.rater_model.predict(images)  # the curators' classes: the diversity guard's groups
         rows = []
@@ -233,7 +237,7 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
                 "guidance": guidance,
                 "seed": seeds[position],
             })
-            path = write_atomically(f"experiments/{experiment.pk}/g{generation.index:03d}/samples/{index:05d}.png", data)
+            path = media.write(f"experiments/{experiment.pk}/g{generation.index:03d}/samples/{index:05d}.png", data)
             rows.append(
                 Sample(
                     generation=generation,
@@ -264,15 +268,14 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
         # Too few stored samples for stable metrics: draw more, only for measuring.
         with GenerationProgress(generation, "sampling for metrics", bar=bar) as progress:
             seeds = [sample_seed(config.seed, METRIC_KEY, generation.index, i) for i in range(extra)]
-            metric_images = np.concatenate([metric_images, sample_images(checkpoint, seeds, sample_config, progress,
-                                                                         guide_dir=guide)])
+            metric_images = np.concatenate([metric_images, draw(seeds, progress)])
     metrics = dict(generation.metrics)
     metrics.update(evaluate(models.evaluation, metric_images))
     if experiment.real_floor != models.real_floor:
         # Set here, the one step every experiment passes through, however it was created (form, API,
         # command line): the metrics' floor comes from the same fitted models as the metrics.
         Experiment.objects.filter(pk=experiment.pk).update(real_floor=models.real_floor)
-    grid = write_atomically(
+    grid = media.write(
         f"experiments/{experiment.pk}/g{generation.index:03d}/grid.png", grid_png(stored_images[:GRID_SAMPLES])
     )
     _set_state(generation, State.RATING, metrics=metrics, grid_image=grid)
@@ -309,7 +312,7 @@ def reorder_rating_queue(generation: Generation) -> None:
     discriminator = _discriminator_for(
         generation, [s.pk for s in voted], image_features(read_images([s.image.name for s in voted], channels)), shares >= 0.5
     )
-    fitted = load_model(media_path(discriminator.model_file.name).read_bytes())
+    fitted = load_model(media.read(discriminator.model_file.name))
     scores = fitted.score(image_features(read_images([s.image.name for s in waiting], channels)))
     for row, score in zip(waiting, scores):
         row.rating_rank = float(abs(score - 0.5))
@@ -378,7 +381,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
     elif voted.sum() > 0:
         voted_ids = [s.pk for s, has_votes in zip(samples, voted) if has_votes]
         discriminator = _discriminator_for(generation, voted_ids, features[voted], vote_share[voted] >= 0.5)
-        fitted = load_model(media_path(discriminator.model_file.name).read_bytes())
+        fitted = load_model(media.read(discriminator.model_file.name))
         scores = fitted.score(features)
 
     groups = np.array([s.predicted_class for s in samples])
@@ -442,7 +445,7 @@ def _discriminator_for(generation: Generation, sample_ids: list[int], features, 
         return latest
     fit = fit_discriminator(features, accepted, seed=generation.index)
     version = (latest.version + 1) if latest else 1
-    path = write_atomically(
+    path = media.write(
         f"experiments/{generation.experiment_id}/g{generation.index:03d}/discriminator-v{version}{SUFFIX}", dump_model(fit)
     )
     return DiscriminatorVersion.objects.create(

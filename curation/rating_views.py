@@ -11,8 +11,7 @@ from django.http import FileResponse, Http404, HttpResponseForbidden, JsonRespon
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from curation import rating
-from curation.images import media_path
+from curation import media, rating
 from curation.models import Generation, Rater
 from curation.selectors import generation_agreement, rater_stats
 from curation.services import CurationError
@@ -138,7 +137,7 @@ def item_image(request, token: str):
     if name is None:
         raise Http404("no item with this token was served to you")
     try:
-        response = FileResponse(open(media_path(name), "rb"), content_type="image/png")
+        response = FileResponse(media.open_file(name), content_type="image/png")
     except FileNotFoundError:
         raise Http404("the image file is missing") from None
     response["Cache-Control"] = "private, max-age=3600"

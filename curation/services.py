@@ -116,7 +116,8 @@ def ensure_gold_items(*, experiment: Experiment) -> None:
     known-bad images (expected down: real digits ruined by noise, blotches, blur or inversion), drawn
     from the dataset's curator split."""
     from curation.datasets import real_arrays
-    from curation.images import encode_png, write_atomically
+    from curation import media
+    from curation.images import encode_png
     from curation.ml.gold import ruined_images
     from curation.models import GoldItem
 
@@ -131,11 +132,11 @@ def ensure_gold_items(*, experiment: Experiment) -> None:
     bad, descriptions = ruined_images(bad_sources, rng)
     rows = []
     for n, image in enumerate(arrays.subset(real_ids)):
-        path = write_atomically(f"experiments/{experiment.pk}/gold/real-{n:03d}.png", encode_png(image))
+        path = media.write(f"experiments/{experiment.pk}/gold/real-{n:03d}.png", encode_png(image))
         rows.append(GoldItem(experiment=experiment, kind=GoldItem.Kind.REAL, image=path, expected_up=True,
                              description=f"real image {int(real_ids[n])}"))
     for n, (image, description) in enumerate(zip(bad, descriptions)):
-        path = write_atomically(f"experiments/{experiment.pk}/gold/bad-{n:03d}.png", encode_png(image))
+        path = media.write(f"experiments/{experiment.pk}/gold/bad-{n:03d}.png", encode_png(image))
         rows.append(GoldItem(experiment=experiment, kind=GoldItem.Kind.BAD, image=path, expected_up=False,
                              description=description))
     with transaction.atomic():

@@ -20,8 +20,7 @@ import numpy as np
 from django.db import connections, transaction
 
 from curation.datasets import dataset_named, dataset_split
-from curation import study_worker
-from curation.images import media_path
+from curation import media, study_worker
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
 from curation.models import Experiment, Generation, Study
@@ -264,4 +263,4 @@ def _copy_grids(study: Study, plan: StudyPlan, folder: Path) -> None:
                                              experiment__study_seed=seed, state=State.DONE).exclude(grid_image="")
         for generation in {finished.order_by("index").first(), finished.order_by("-index").first()} - {None}:
             name = "g00-shared.png" if generation.index == 0 else f"g{generation.index:02d}-{variant.name.replace('/', '--')}.png"
-            write_atomically(folder / name, media_path(generation.grid_image.name).read_bytes())
+            write_atomically(folder / name, media.read(generation.grid_image.name))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from curation.images import media_path
+from curation import media
 from curation.models import Experiment, Generation
 
 logger = logging.getLogger(__name__)
@@ -99,19 +99,24 @@ def _log_generation(generation: Generation) -> None:
     for start in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
     if generation.grid_image:
-        client.log_artifact(run_id, str(media_path(generation.grid_image.name)),
-                            artifact_path=f"generations/g{generation.index:03d}")
+        _log_bytes(client, run_id, media.read(generation.grid_image.name),
+                   generation.grid_image.name.rsplit("/", 1)[-1], artifact_path=f"generations/g{generation.index:03d}")
     from curation.selectors import experiment_plot_png
 
     plot = experiment_plot_png(experiment)
     if plot is not None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "metrics.png"
-            path.write_bytes(plot)
-            client.log_artifact(run_id, str(path), artifact_path="plots")
+        _log_bytes(client, run_id, plot, "metrics.png", artifact_path="plots")
     client.set_tag(run_id, LOGGED_TAG, str(generation.index))
     if generation.index + 1 >= experiment.loop_config.generations:
         client.set_terminated(run_id, status="FINISHED")
+
+
+def _log_bytes(client, run_id: str, data: bytes, name: str, *, artifact_path: str) -> None:
+    """MLflow logs artifacts from files: one written for the purpose, under its own name."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
 def flatten(values: dict, prefix: str = "") -> dict:

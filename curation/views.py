@@ -13,10 +13,9 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import connection
-from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django.views.static import serve
 from django_prometheus.exports import ExportToDjangoView
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -27,6 +26,7 @@ from curation.datasets import import_image_folder
 from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, ExportForm
 from curation.exports import download
 from curation.images import grid_png, read_images
+from curation.media import open_file
 from curation.ml.experiment_config import ConfigError, preset
 from curation.models import Experiment, Export, Generation, RealDataset
 from curation.selectors import experiment_plot_png, generation_agreement, generation_report
@@ -60,8 +60,8 @@ def media(request, path: str):
     if not user.is_staff:
         return HttpResponseForbidden("Stored files are for staff.")
     try:
-        response = serve(request, stored, document_root=settings.MEDIA_ROOT)
-    except SuspiciousFileOperation:  # a path that climbs out of the media folder
+        response = FileResponse(open_file(stored), filename=stored.rsplit("/", 1)[-1])
+    except (FileNotFoundError, IsADirectoryError, SuspiciousFileOperation):  # or a path out of the media folder
         raise Http404("no such file") from None
     response["Cache-Control"] = "private, max-age=3600"
     return response

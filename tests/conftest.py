@@ -128,3 +128,92 @@ def start_worker(media_root):
 def worker(start_worker):
     """One real worker on every queue."""
     return start_worker()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server on loopback: the one CI starts (OUROBOROS_TEST_S3_ENDPOINT), else moto's
+    server in a thread of this process, a real HTTP server all the same."""
+    url = os.environ.get("OUROBOROS_TEST_S3_ENDPOINT")
+    if url:
+        yield url
+        return
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line a request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class Bucket:
+    """A bucket, and the settings that put media in it."""
+
+    def __init__(self, endpoint: str, name: str):
+        import boto3
+
+        self.endpoint, self.name = endpoint, name
+        self.root = Path()  # where this test's "machines" keep their folders (set by s3_media)
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                   aws_access_key_id="test", aws_secret_access_key="test")
+        self.client.create_bucket(Bucket=name)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def upload(self, folder: Path, prefix: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def put(path: Path) -> None:
+            self.client.put_object(Bucket=self.name, Key=f"{prefix}/{path.relative_to(folder).as_posix()}",
+                                   Body=path.read_bytes())
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, [path for path in folder.rglob("*") if path.is_file()]))
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.name,
+                                       Delete={"Objects": [{"Key": key} for key in keys[start:start + 1000]]})
+
+    def environment(self, machine: str) -> dict:
+        """The variables of a process on another machine: media in the bucket, no media folder shared."""
+        return {"MEDIA_STORAGE": "s3", "MEDIA_BUCKET_URL": f"s3://{self.name}", "AWS_S3_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_S3_REGION_NAME": "us-east-1",
+                "MEDIA_ROOT": str(self.root / machine / "media"), "MEDIA_CACHE_ROOT": str(self.root / machine / "cache")}
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_endpoint, django_db_setup):
+    """One bucket for the session, holding the digits dataset's files (stored once, like the database's)."""
+    import uuid
+
+    bucket = Bucket(s3_endpoint, f"ouroboros-test-{uuid.uuid4().hex[:12]}")
+    bucket.upload(Path(settings.MEDIA_ROOT) / "datasets", "datasets")
+    return bucket
+
+
+@pytest.fixture
+def s3_media(s3_bucket, settings, tmp_path, monkeypatch):
+    """Media in the S3 bucket (MEDIA_STORAGE=s3) for this test; what the test stored is removed after
+    it. MEDIA_ROOT points at a folder that does not exist, so that nothing can quietly use the disk."""
+    from botocore.config import Config
+
+    before = set(s3_bucket.keys())
+    s3_bucket.root = tmp_path / "machines"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": s3_bucket.name, "endpoint_url": s3_bucket.endpoint, "region_name": "us-east-1",
+        "file_overwrite": True, "default_acl": None,
+        "client_config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    }}}
+    settings.MEDIA_ROOT = tmp_path / "web" / "media"
+    settings.MEDIA_CACHE_ROOT = tmp_path / "web" / "cache"
+    yield s3_bucket
+    s3_bucket.delete(sorted(set(s3_bucket.keys()) - before))

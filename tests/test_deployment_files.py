@@ -20,7 +20,9 @@ def test_compose_file_defines_the_stack_and_wires_it_to_the_settings():
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["REDIS_URL"].startswith("redis://redis:")
         assert environment["DEBUG"] == "0" and environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
-        assert "media:/data/media" in services[name]["volumes"]
+        # media in the MinIO bucket: no folder shared, so that a worker may run on another machine
+        assert environment["MEDIA_STORAGE"] == "s3" and environment["MEDIA_BUCKET_URL"] == "s3://ouroboros-media"
+        assert environment["AWS_S3_ENDPOINT_URL"] == "http://minio:9000" and "volumes" not in services[name]
     for name in ("web", "worker-cpu", "worker-gpu"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert "healthcheck" in services[name]
@@ -32,9 +34,15 @@ def test_compose_file_defines_the_stack_and_wires_it_to_the_settings():
     assert gpu["profiles"] == ["gpu"] and gpu["environment"]["OUROBOROS_DEVICE"] == "cuda"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "cu128" in gpu["build"]["args"]["TORCH_INDEX"]
-    assert {"postgres-data", "media"} <= set(compose["volumes"])
-    for name in ("postgres", "redis"):
+    assert {"postgres-data", "minio-data"} <= set(compose["volumes"])
+    for name in ("postgres", "redis", "minio"):
         assert "healthcheck" in services[name]
+    # the bucket exists before the migration, which every app service waits for
+    assert services["migrate"]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    bucket = services["minio-bucket"]
+    assert "mc mb --ignore-existing media/ouroboros-media" in bucket["command"][0]
+    assert bucket["environment"] == services["minio"]["environment"]
+    assert services["web"]["environment"]["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
 
 
 def test_compose_turns_https_on_unless_told_otherwise_and_shares_the_throttle_cache():

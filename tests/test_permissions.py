@@ -25,7 +25,8 @@ from django.urls import URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
 from django.utils.regex_helper import normalize
 
-from curation.images import encode_png, write_atomically
+from curation import media
+from curation.images import encode_png
 from curation.ml.experiment_config import preset
 from curation.models import Experiment, Export, Generation, Rater, Vote
 from curation.services import create_experiment
@@ -360,11 +361,11 @@ def build_world() -> SimpleNamespace:
     experiment = generation.experiment
     generation.samples.filter(index__lt=4).update(accepted=True, discriminator_score=0.9)
     generation.samples.filter(index__gte=4).update(accepted=False, discriminator_score=0.1)
-    grid = write_atomically(f"experiments/{experiment.pk}/g000/grid.png", encode_png(np.zeros((1, 8, 8), np.float32)))
+    grid = media.write(f"experiments/{experiment.pk}/g000/grid.png", encode_png(np.zeros((1, 8, 8), np.float32)))
     Generation.objects.filter(pk=generation.pk).update(grid_image=grid, metrics={"fd": 12.5, "precision": 0.5})
     generation.refresh_from_db()
     export = Export.objects.create(experiment=experiment, format=Export.Format.HF, status=Export.Status.DONE)
-    export.file = write_atomically(f"exports/{export.pk}/curated.zip", b"PK\x05\x06" + bytes(18))
+    export.file = media.write(f"exports/{export.pk}/curated.zip", b"PK\x05\x06" + bytes(18))
     export.save()
 
     users = {}

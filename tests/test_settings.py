@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the test session itself may have set (the browser tests allow sync ORM calls in async code).
-CLEARED = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY", "MEDIA_ROOT", "DJANGO_ALLOW_ASYNC_UNSAFE")
+CLEARED = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY", "MEDIA_ROOT", "DJANGO_ALLOW_ASYNC_UNSAFE",
+           "MEDIA_STORAGE", "MEDIA_BUCKET_URL", "AWS_S3_ENDPOINT_URL")
 PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "k3y-" + "x7Qp9vLm2RtZ" * 5, "ALLOWED_HOSTS": "ouroboros.example.org"}
 
 
@@ -38,6 +39,29 @@ def test_the_services_come_from_the_environment():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.postgresql", "db.internal", "loops",
                                      "redis://queue.internal:6379/2", "/srv/media"]
+
+
+def test_media_in_a_bucket_comes_from_the_environment_and_a_wrong_setting_says_what_to_set():
+    show = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'; django.setup();"
+            "from django.core.files.storage import storages; d = storages['default'];"
+            "print(type(d).__name__, getattr(d, 'bucket_name', ''), getattr(d, 'location', ''), getattr(d, 'endpoint_url', ''),"
+            "     getattr(d, 'client_config', None) and d.client_config.s3['addressing_style'], d.file_overwrite if"
+            "     hasattr(d, 'file_overwrite') else '', sep='|')")
+    result = run(show, MEDIA_STORAGE="s3", MEDIA_BUCKET_URL="s3://lab-media/ouroboros/prod",
+                 AWS_S3_ENDPOINT_URL="http://minio.internal:9000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split("|") == ["S3Storage", "lab-media", "ouroboros/prod", "http://minio.internal:9000",
+                                                 "path", "True"]
+    result = run(show, MEDIA_STORAGE="s3", MEDIA_BUCKET_URL="s3://lab-media")  # Amazon's S3 itself
+    assert result.stdout.strip().split("|")[1:5] == ["lab-media", "", "None", "auto"]
+    result = run(show)
+    assert result.stdout.strip().split("|")[0] == "MediaStorage"
+
+    for environment, message in (({"MEDIA_STORAGE": "s3"}, "MEDIA_STORAGE=s3 needs MEDIA_BUCKET_URL=s3://BUCKET"),
+                                 ({"MEDIA_STORAGE": "s3", "MEDIA_BUCKET_URL": "https://lab-media"}, "needs MEDIA_BUCKET_URL"),
+                                 ({"MEDIA_STORAGE": "ftp"}, "MEDIA_STORAGE must be filesystem or s3, not 'ftp'")):
+        result = run(["manage.py", "check"], **environment)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_production_mode_passes_the_deployment_checks_without_a_warning():

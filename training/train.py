@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -62,9 +62,11 @@ def train_unet(
     checkpoint_dir: Path,
     init_from: Optional[Path] = None,
     progress: Optional[ProgressCallback] = None,
+    on_checkpoint: Optional[Callable[[], None]] = None,
 ) -> TrainResult:
     """Train on `images` (N, C, H, W) in [0, 1]. Idempotent: a finished checkpoint is returned as is,
-    an interrupted one resumes from its last saved step."""
+    an interrupted one resumes from its last saved step. `on_checkpoint` is called after each
+    intermediate save (to send the state where another machine can resume from it)."""
     checkpoint_dir = Path(checkpoint_dir)
     if is_trained(checkpoint_dir):
         card = read_card(checkpoint_dir)
@@ -158,6 +160,8 @@ def train_unet(
         done = step + 1
         if done % train_config.checkpoint_every == 0 and done < train_config.steps:
             save_state(done)
+            if on_checkpoint is not None:
+                on_checkpoint()
         if done % 10 == 0 or done == train_config.steps:
             report(progress, done, train_config.steps, f"training step {done}/{train_config.steps}, loss {loss_value:.4f}")
 

@@ -23,7 +23,8 @@ def open_generation(config, *, samples: int = 20, votes_needed: int = 2, gold_ra
     """An experiment whose G0 is open for human rating with `samples` samples, without training."""
     import numpy as np
 
-    from curation.images import encode_png, write_atomically
+    from curation import media
+    from curation.images import encode_png
     from curation.models import Generation, Sample
     from curation.rating import open_for_rating
     from curation.services import ensure_gold_items
@@ -35,7 +36,7 @@ def open_generation(config, *, samples: int = 20, votes_needed: int = 2, gold_ra
     rows = []
     for index in range(samples):
         image = rng.random((1, 8, 8)).astype(np.float32)
-        path = write_atomically(f"experiments/{experiment.pk}/g000/samples/{index:05d}.png", encode_png(image))
+        path = media.write(f"experiments/{experiment.pk}/g000/samples/{index:05d}.png", encode_png(image))
         rows.append(Sample(generation=generation, index=index, seed=index, sampler="ddim", steps=1, temperature=1.0,
                            image=path, sha256=str(index), to_rate=True, needs_votes=True, rating_rank=index / samples))
     Sample.objects.bulk_create(rows)

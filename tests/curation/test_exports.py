@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -12,9 +13,8 @@ import pytest
 from PIL import Image
 from django.core.management import CommandError, call_command
 
-from curation import pipeline
+from curation import media, pipeline
 from curation.exports import FIELDS, collect_records, dataset_card, pseudonym, run_export, write_export
-from curation.images import media_path
 from curation.ml.imaging import read_provenance, sha256
 from curation.models import Export, Rater, RealDataset, Sample
 from curation.services import create_experiment, start_experiment
@@ -34,12 +34,12 @@ def finished(tiny_config):
 
 def test_synthetic_pngs_carry_their_provenance(finished):
     sample = Sample.objects.filter(generation__experiment=finished).first()
-    provenance = read_provenance(media_path(sample.image.name))
+    provenance = read_provenance(media.read(sample.image.name))
     assert provenance["generator"] == "Ouroboros" and provenance["source"] == "synthetic"
     assert provenance["experiment"] == str(finished.pk) and provenance["generation"] == "0"
     assert provenance["checkpoint_sha256"] == sample.generation.checkpoint_sha256 != ""
     assert provenance["seed"] == str(sample.seed) and provenance["sampler"] == sample.sampler
-    assert read_provenance(media_path(finished.dataset.images.first().image.name)) == {}
+    assert read_provenance(media.read(finished.dataset.images.first().image.name)) == {}
 
 
 def test_the_hf_image_folder_loads_with_datasets_with_every_field(finished, tmp_path):
@@ -53,7 +53,7 @@ def test_the_hf_image_folder_loads_with_datasets_with_every_field(finished, tmp_
     row = next(r for r in loaded if r["id"].startswith("synthetic-"))
     sample = Sample.objects.get(pk=int(row["id"].split("-")[1]))
     assert row["image"].size == (8, 8)
-    assert row["sha256"] == sample.sha256 == sha256(media_path(sample.image.name).read_bytes())
+    assert row["sha256"] == sample.sha256 == sha256(media.read(sample.image.name))
     assert row["generation"] == 0 and row["checkpoint_sha256"] == sample.generation.checkpoint_sha256
     assert row["seed"] == sample.seed and row["accepted"] == sample.accepted
     assert row["accept_reason"] == sample.accept_reason
@@ -71,10 +71,10 @@ def test_export_task_writes_a_zip_atomically_and_records_it(finished, tmp_path):
     export = Export.objects.create(experiment=finished, format="hf", generation=0)
     done = run_export(export.pk)
     assert done.status == "done" and done.record_count == finished.generations.get().samples.filter(accepted=True).count()
-    path = media_path(done.file.name)
-    assert done.size == path.stat().st_size and done.sha256 == sha256(path.read_bytes())
-    assert not list(path.parent.glob(".*tmp"))
-    with zipfile.ZipFile(path) as archive:
+    data = media.read(done.file.name)
+    assert done.size == len(data) and done.sha256 == sha256(data)
+    assert media.names_under("exports") == [done.file.name]  # nothing half-written left beside it
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         archive.extractall(tmp_path / "unzipped")
     loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "unzipped"), split="train")
     assert len(loaded) == done.record_count and all(loaded["accepted"])
@@ -84,15 +84,15 @@ def test_export_task_writes_a_zip_atomically_and_records_it(finished, tmp_path):
 def test_a_failed_write_leaves_no_file_under_the_final_name(finished, tmp_path, monkeypatch):
     records = collect_records(experiment=finished, include_rejected=True)
     calls = {"n": 0}
-    original = zipfile.ZipFile.write
+    original = zipfile.ZipFile.writestr
 
-    def failing_write(self, *args, **kwargs):
+    def failing_writestr(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 10:
             raise OSError("disk full")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(zipfile.ZipFile, "write", failing_write)
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", failing_writestr)
     with pytest.raises(OSError, match="disk full"):
         write_export(records, fmt="imagefolder", layout="label", destination=tmp_path / "out.zip", as_zip=True)
     assert list(tmp_path.iterdir()) == []
@@ -172,7 +172,7 @@ def test_parquet_shards_load_with_datasets_with_decoded_images_and_every_field(f
     row = next(r for r in loaded if r["id"].startswith("synthetic-"))
     sample = Sample.objects.get(pk=int(row["id"].split("-")[1]))
     assert row["image"].size == (8, 8)
-    assert np.array_equal(np.asarray(row["image"]), np.asarray(Image.open(media_path(sample.image.name))))
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(Image.open(io.BytesIO(media.read(sample.image.name)))))
     assert row["seed"] == sample.seed and row["accepted"] == sample.accepted and row["generation"] == 0
     assert row["up_votes"] + row["down_votes"] == sample.votes.count() == len(row["raters"])
     real = next(r for r in loaded if r["source"] == "real")
@@ -189,7 +189,7 @@ def test_a_parquet_export_from_the_task_is_a_zip_of_shards_and_card(finished, tm
 
     export = Export.objects.create(experiment=finished, format="parquet")
     done = run_export(export.pk)
-    with zipfile.ZipFile(media_path(done.file.name)) as archive:
+    with zipfile.ZipFile(io.BytesIO(media.read(done.file.name))) as archive:
         assert sorted(archive.namelist()) == ["README.md", "data/train-00000-of-00001.parquet"]
         archive.extractall(tmp_path / "unzipped")
     loaded = datasets.load_dataset("parquet", data_dir=str(tmp_path / "unzipped" / "data"), split="train")

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from curation.datasets import import_image_folder
-from curation.images import media_path
+from curation import media
 from curation.models import RealDataset, RealImage
 from training import image_folder
 from training.image_folder import ImportProblem, read_image_folder
@@ -115,12 +115,12 @@ def test_a_failure_while_storing_leaves_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "encode_png", failing)
     before = set(RealDataset.objects.values_list("pk", flat=True))
-    folders_before = set(media_path("datasets").iterdir())
+    folders_before = set(media.default_storage.listdir("datasets")[0])
     with pytest.raises(OSError):
         import_image_folder(source=source, name="half")
     assert set(RealDataset.objects.values_list("pk", flat=True)) == before
     assert not RealImage.objects.filter(dataset__name="half").exists()
-    assert set(media_path("datasets").iterdir()) == folders_before
+    assert set(media.default_storage.listdir("datasets")[0]) == folders_before
 
 
 def test_the_import_command(tmp_path, capsys):

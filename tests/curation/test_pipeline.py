@@ -9,7 +9,7 @@ from django.core.management import call_command
 from curation import pipeline, tasks
 from curation.models import DiscriminatorVersion, Experiment, Generation, Sample, TrainingMember, Vote
 from curation.datasets import dataset_split, real_models
-from curation.images import media_path
+from curation import media
 from curation.ml.imaging import read_provenance
 from curation.services import CurationError, create_experiment
 from tests.curation.factories import started_experiment
@@ -160,9 +160,9 @@ def test_negative_guidance_trains_a_guide_on_the_previous_generations_samples(
     assert (g0.state, g1.state) == ("done", "done") and "guide_images" not in g0.metrics
     own = g0.samples.count() if source == "own" else g0.samples.filter(accepted=False).count()
     assert g1.metrics["guide_images"] == own > 0
-    card = json.loads((media_path(pipeline._guide_dir(g1)) / "checkpoint.json").read_text())
+    card = json.loads(media.read(f"{pipeline._guide_dir(g1)}/checkpoint.json"))
     assert card["step"] == 10 and card["init_from"].endswith(g1.checkpoint_dir)
-    assert read_provenance(media_path(g1.samples.first().image.name))["guidance"] == "1.0"
+    assert read_provenance(media.read(g1.samples.first().image.name))["guidance"] == "1.0"
 
 
 @pytest.mark.embedded
