@@ -4,12 +4,14 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# The CPU build of torch by default; a GPU image can pass TORCH_INDEX=https://download.pytorch.org/whl/cu128.
+# torch at the version requirements.txt pins: the CPU build by default; a GPU image can pass
+# TORCH_INDEX=https://download.pytorch.org/whl/cu128.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
-COPY requirements.txt requirements-deploy.txt requirements-mlflow.txt ./
-# MLflow's client too: tracking is off until MLFLOW_TRACKING_URI is set.
-RUN pip install --no-cache-dir -r requirements-deploy.txt -r requirements-mlflow.txt
+COPY requirements.txt requirements-deploy.lock ./
+RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} "$(grep '^torch==' requirements.txt)"
+# Then everything else at the versions and hashes of the lock (bin/lock), MLflow's client included:
+# tracking is off until MLFLOW_TRACKING_URI is set.
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements-deploy.lock
 
 COPY . .
 ENV MEDIA_ROOT=/data/media STATIC_ROOT=/data/static OUROBOROS_VAR_DIR=/data

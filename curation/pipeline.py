@@ -213,11 +213,9 @@ def sample_step(generation: Generation, *, bar: bool = False) -> None:
                                  guide_dir=guide.path if guide else None)
 
     seeds = [sample_seed(config.seed, SAMPLE_KEY, generation.index, i) for i in missing]
-    images = None
     if missing:
         with GenerationProgress(generation, "sampling", bar=bar) as progress:
             images = draw(seeds, progress)
-    if missing:
         predicted = models.rater_model.predict(images)  # the curators' classes: the diversity guard's groups
         rows = []
         storing = GenerationProgress(generation, "storing samples", bar=bar)  # long for 10^5 samples

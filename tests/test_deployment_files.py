@@ -55,7 +55,8 @@ def test_compose_turns_https_on_unless_told_otherwise_and_shares_the_throttle_ca
 def test_the_image_installs_the_cpu_torch_by_default_and_builds_static_files():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile
-    assert "torch==2.13.0" in dockerfile and "collectstatic" in dockerfile
+    assert "\"$(grep '^torch==' requirements.txt)\"" in dockerfile and "collectstatic" in dockerfile
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r requirements-deploy.lock" in dockerfile
     assert ".venv" in (ROOT / ".dockerignore").read_text().split()
 
 
