@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import connection
 from knox import auth
@@ -26,6 +27,19 @@ class TokenAuthentication(auth.TokenAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         return super().authenticate_credentials(token)
+
+
+def session_or_token_user(request):
+    """The request's user: its session's, else the owner of a valid API token it sends (plain Django
+    views, which DRF's authentication does not reach), else the anonymous user."""
+    user = getattr(request, "user", None) or AnonymousUser()
+    if user.is_authenticated:
+        return user
+    try:
+        found = TokenAuthentication().authenticate(request)
+    except exceptions.AuthenticationFailed:
+        found = None
+    return found[0] if found else user
 
 
 class UserWithRaterBackend(ModelBackend):

@@ -3,7 +3,7 @@
 Each check answers (ok, detail) within a couple of seconds: the database answers a query; the broker
 accepts a connection; media storage takes a file and gives it back; at least one Celery worker
 answers a ping. Liveness (`/healthz/`) stays the database alone and public; readiness names the
-infrastructure, so it is for staff or a holder of the health token.
+infrastructure, so it is for staff (a session or an API token) or a holder of the health token.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
+
+from curation.authentication import session_or_token_user
 
 BROKER_TIMEOUT = 2.0
 PING_TIMEOUT = 1.0
@@ -76,13 +78,12 @@ def readiness() -> tuple[bool, dict]:
     return all(r["ok"] for r in results.values()), results
 
 
-REFUSED = "for staff or a holder of the health token (Authorization: Bearer <HEALTH_TOKEN>)"
+REFUSED = "for staff (a session or an API token) or a holder of the health token (Authorization: Bearer <HEALTH_TOKEN>)"
 
 
 def may_see(request) -> bool:
     """Staff, or a request carrying the health token (HEALTH_TOKEN) as `Authorization: Bearer <token>`."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
+    if session_or_token_user(request).is_staff:
         return True
     token = settings.HEALTH_TOKEN
     header = request.headers.get("Authorization", "")

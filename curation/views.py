@@ -17,10 +17,9 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseForbidd
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_prometheus.exports import ExportToDjangoView
-from rest_framework.exceptions import AuthenticationFailed
 
 from curation import health, tasks
-from curation.authentication import TokenAuthentication
+from curation.authentication import session_or_token_user
 from curation.datasets import real_summary
 from curation.datasets import import_image_folder
 from curation.forms import PRESET_CHOICES, DatasetImportForm, ExperimentForm, ExportForm
@@ -45,13 +44,7 @@ def media(request, path: str):
     Every stored file is staff-only: samples carry the model's verdicts in their folders, gold items
     announce themselves by name (`experiments/1/gold/real-000.png`), real images and exports are
     unpublished data. Raters see what they rate through /rate/image/<token>, which names nothing."""
-    user = request.user
-    if not user.is_authenticated:
-        try:
-            found = TokenAuthentication().authenticate(request)
-        except AuthenticationFailed:
-            found = None
-        user = found[0] if found else user
+    user = session_or_token_user(request)
     if not user.is_authenticated:
         return HttpResponseForbidden("Sign in (or send an API token) to see stored files.")
     stored = stored_file_name(path)

@@ -48,6 +48,18 @@ def test_the_health_token_opens_it_to_a_monitor_and_nothing_else_does(client, se
     assert client.get("/healthz/ready", HTTP_AUTHORIZATION="Bearer ").status_code == 403
 
 
+def test_a_staff_api_token_opens_readiness_and_metrics_and_a_raters_does_not(client, django_user_model):
+    from knox.models import AuthToken
+
+    staff = django_user_model.objects.create_user("boss", password="staff password 1", is_staff=True)
+    rater = django_user_model.objects.create_user("rita", password="rater password 1")
+    staff_key, rater_key = AuthToken.objects.create(staff)[1], AuthToken.objects.create(rater)[1]
+    for path in ("/healthz/ready", "/metrics"):
+        assert client.get(path, HTTP_AUTHORIZATION=f"Token {staff_key}").status_code in (200, 503), path
+        assert client.get(path, HTTP_AUTHORIZATION=f"Token {rater_key}").status_code == 403, path
+        assert client.get(path, HTTP_AUTHORIZATION="Token not-a-key").status_code == 403, path
+
+
 def test_a_real_broker_without_workers_is_not_ready(staff, settings):
     """With the Celery app sending to its broker (not running tasks in process): the broker answers,
     and with a Redis broker, no worker answers the ping (the real-worker case: test_redis_workers)."""

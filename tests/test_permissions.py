@@ -156,8 +156,8 @@ ROUTES = {
     "media": Route(get=staff_api(200) | {ANONYMOUS: 403}, kwargs=lambda world: {"path": world.export.file.name}),
     "healthz": Route(get=everyone(200)),
     # Readiness names the infrastructure: staff (or the health token, tests/test_health.py)
-    "healthz-ready": Route(get=everyone(403) | {STAFF: 200}),
-    "metrics": Route(get=everyone(403) | {STAFF: 200}),
+    "healthz-ready": Route(get=staff_api(200) | {ANONYMOUS: 403}),
+    "metrics": Route(get=staff_api(200) | {ANONYMOUS: 403}),
     # Staff pages
     "curation:home": Route(get=signed_in_pages(REDIRECT)),  # staff to experiments, raters to rating
     "curation:experiment-list": Route(get=staff_pages(200)),
