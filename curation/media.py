@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -160,16 +161,18 @@ def _signature(path: Path) -> tuple[int, int]:
 @contextmanager
 def folder(prefix: str, *, keep: bool = True, last: str | None = None):
     """A `Folder` for the stored files under `prefix`. On local media, the media folder itself; in a
-    bucket, this machine's copy (under MEDIA_CACHE_ROOT), fetched on entry and, with `keep`, what
-    changed sent back on leaving without an error (call `push()` to send earlier, e.g. at a
-    checkpoint; `last` names the file sent last)."""
+    bucket, a copy on this machine (under MEDIA_CACHE_ROOT, removed on leaving), fetched on entry and,
+    with `keep`, what changed sent back on leaving without an error (call `push()` to send earlier,
+    e.g. at a checkpoint; `last` names the file sent last)."""
     local = local_path(prefix)
     if local is not None:
         yield Folder(prefix, local, remote=False, last=last)
         return
-    workdir = Path(settings.MEDIA_CACHE_ROOT) / prefix
-    shutil.rmtree(workdir, ignore_errors=True)  # the bucket is the truth: start from what it holds
-    workdir.mkdir(parents=True, exist_ok=True)
+    # A folder of its own for each use: two processes of one machine never share a copy, and the bucket
+    # stays the one truth (each copy starts from what it holds).
+    parent = Path(settings.MEDIA_CACHE_ROOT) / posixpath.dirname(prefix.rstrip("/"))
+    parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{posixpath.basename(prefix.rstrip('/'))}-", dir=parent))
     handle = Folder(prefix, workdir, remote=True, last=last)
     handle.fetch()
     try:
