@@ -293,9 +293,9 @@ def dataset_card(*, experiment, records: list[dict], generation: Optional[int] =
             rows.append(f"| G{g.index} | " + " | ".join(
                 "–" if metrics.get(name) is None else f"{metrics[name]:.3f}" for name in CARD_METRICS) + " |")
     yaml_header = "\n".join([
-        "---", f"pretty_name: {json.dumps(experiment.name)}", f"license: {licence_id}", "task_categories:", "- unconditional-image-generation", "tags:",
-        "- synthetic", "- ouroboros", "- human-curated", "configs:", "- config_name: default", "  data_files:",
-        "  - split: train", "    path: data/train-*.parquet", "---",
+        "---", f"pretty_name: {json.dumps(experiment.name)}", f"license: {licence_id}", "task_categories:",
+        "- unconditional-image-generation", "tags:", "- synthetic", "- ouroboros", "- human-curated", "configs:",
+        "- config_name: default", "  data_files:", "  - split: train", "    path: data/train-*.parquet", "---",
     ])
     return "\n".join([
         yaml_header, "", f"# {experiment.name}", "",

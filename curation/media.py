@@ -11,7 +11,6 @@ from the bucket on entry and sent back as it changes.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.utils import validate_file_name
 from django.urls import reverse
 
-from training.files import temporary_beside
+from training.files import written_atomically
 
 
 class MediaStorage(FileSystemStorage):
@@ -38,16 +37,9 @@ class MediaStorage(FileSystemStorage):
         return name
 
     def _save(self, name, content):
-        path = Path(self.path(name))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_beside(path)
-        try:
-            with open(tmp, "wb") as handle:
-                for chunk in content.chunks():
-                    handle.write(chunk)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with written_atomically(Path(self.path(name))) as handle:
+            for chunk in content.chunks():
+                handle.write(chunk)
         return name
 
 
@@ -130,11 +122,8 @@ class Folder:
             return
         for name in names_under(self.prefix):
             target = self.path / posixpath.relpath(name, self.prefix)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temporary_beside(target)
-            with default_storage.open(name, "rb") as source, open(tmp, "wb") as handle:
+            with default_storage.open(name, "rb") as source, written_atomically(target) as handle:
                 shutil.copyfileobj(source, handle)
-            os.replace(tmp, target)
             self._sent[name] = _signature(target)
 
     def push(self) -> None:

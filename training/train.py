@@ -25,7 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from training.config import ModelConfig, TrainConfig
-from training.files import temporary_beside, write_atomically
+from training.files import temporary_beside, write_atomically, written_atomically
 from training.model import build_noise_scheduler, build_unet, resolve_device
 from training.progress import ProgressCallback, report
 
@@ -128,9 +128,8 @@ def train_unet(
             "train_config": asdict(train_config),
             "code_version": CODE_VERSION,
         }
-        tmp = temporary_beside(state_path)
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        with written_atomically(state_path) as handle:
+            torch.save(state, handle)
 
     started = time.monotonic()
     model.train()
