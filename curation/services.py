@@ -47,14 +47,7 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, c
                             f"({len(ids)} images; the rest is held out for curators and evaluation)")
     split = split_real(len(ids), config.pool_size, seed=config.seed)
     reservoir = [int(ids[i]) for i in split.reservoir]
-    possible = config.mix.fresh_draws_possible(len(reservoir))
-    if config.generations - 1 > possible:
-        raise CurationError(
-            f"a fresh loop drawing {config.mix.real_count} new real images a generation can run "
-            f"{possible} generation(s) after G0 on a reservoir of {len(reservoir)}, not "
-            f"{config.generations - 1}: lower the real fraction or training size, shrink the pool, "
-            "or plan fewer generations"
-        )
+    _check_reservoir(config, len(reservoir))
     if config.mix.loop == "augmentation" and config.mix.real_count > config.pool_size:
         raise CurationError(
             f"augmentation reuses the G0 pool: its {config.pool_size} images cannot supply "
@@ -73,6 +66,45 @@ def create_experiment(*, name: str, config: ExperimentConfig, created_by=None, c
             study_variant=study_variant,
             study_seed=study_seed,
         )
+
+
+def _check_reservoir(config: ExperimentConfig, reservoir: int) -> None:
+    possible = config.mix.fresh_draws_possible(reservoir)
+    if config.generations - 1 > possible:
+        raise CurationError(
+            f"a fresh loop drawing {config.mix.real_count} new real images a generation can run "
+            f"{possible} generation(s) after G0 on a reservoir of {reservoir}, not "
+            f"{config.generations - 1}: lower the real fraction or training size, shrink the pool, "
+            "or plan fewer generations"
+        )
+
+
+def extend_experiment(*, experiment: Experiment, generations: int):
+    """Raise an experiment's planned generations (G0 included) to `generations`; nothing else of its
+    settings changes. A finished experiment runs again from its last generation: returns the next
+    generation, whose step must be queued (None when the experiment was still on its way). Fewer
+    generations than planned, or more than a fresh loop's reservoir supplies, are refused."""
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        planned = experiment.loop_config.generations
+        if generations < planned:
+            raise CurationError(f"{experiment.name!r} plans {planned} generations: an extension cannot "
+                                f"shorten it to {generations}")
+        if experiment.status in (Experiment.Status.FAILED, Experiment.Status.CANCELLED):
+            raise CurationError(f"{experiment.name!r} is {experiment.status}: retry it before extending it")
+        return _extend(experiment, generations) if generations > planned else None
+
+
+def _extend(experiment: Experiment, generations: int):
+    """Extend a locked experiment: its planned generations raised, a finished one running again."""
+    config = experiment.loop_config.replace(generations=generations)
+    _check_reservoir(config, len(experiment.real_reservoir))
+    experiment.config = config.to_dict()
+    experiment.save(update_fields=["config"])
+    if experiment.status != Experiment.Status.DONE:
+        return None
+    _set_status(experiment, Experiment.Status.RUNNING)
+    return create_next_generation(experiment.generations.order_by("index").last(), config)
 
 
 def start_experiment(*, experiment: Experiment) -> Generation:
@@ -279,11 +311,7 @@ def _advance(experiment: Experiment):
     if generation is None:
         raise CurationError(f"{experiment.name!r} has no generation yet: start it first")
     if experiment.status == Status.DONE:
-        config = experiment.loop_config.replace(generations=generation.index + 2)
-        experiment.config = config.to_dict()
-        experiment.status = Status.RUNNING
-        experiment.save(update_fields=["config", "status"])
-        return _next_generation(experiment, generation)
+        return _extend(experiment, generation.index + 2)
     if generation.state == GenState.RATING:
         if not generation.samples.filter(vote_count__gt=0).exists() and experiment.loop_config.curation.policy != "none":
             raise CurationError(

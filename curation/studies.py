@@ -24,7 +24,7 @@ from curation import media, study_worker
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
 from curation.models import Experiment, Generation, Study
-from curation.services import CurationError, create_experiment, start_experiment
+from curation.services import CurationError, create_experiment, extend_experiment, start_experiment
 from training.files import write_atomically
 from training.progress import ProgressCallback
 
@@ -57,9 +57,14 @@ def create_study(*, name: str, plan: StudyPlan, created_by=None) -> Study:
                                                                           "created_by": created_by})
         if not created:
             stored = StudyPlan.from_dict(study.plan)
-            if (stored.base, stored.generations) != (plan.base, plan.generations):
-                raise CurationError(f"study {name!r} exists with other settings or generations: resume it as it was "
-                                    "planned, or choose another name")
+            if stored.base != plan.base:
+                raise CurationError(f"study {name!r} exists with other settings: resume it as it was planned, or "
+                                    "choose another name")
+            if plan.generations < stored.generations:
+                raise CurationError(f"study {name!r} runs to G{stored.generations - 1}: resume it as it was planned "
+                                    f"or extend it, not shorten it to G{plan.generations - 1}")
+            if plan.generations > stored.generations:
+                _extend(study, plan.generations)
             merged = StudyPlan(base=plan.base, generations=plan.generations, reservoir=plan.reservoir,
                                preset=plan.preset, seeds=tuple(dict.fromkeys(stored.seeds + plan.seeds)),
                                variants=tuple(dict.fromkeys(stored.variants + plan.variants)))
@@ -69,6 +74,18 @@ def create_study(*, name: str, plan: StudyPlan, created_by=None) -> Study:
         for seed in plan.seeds:
             _experiment(study, plan, variant, seed, created_by)
     return study
+
+
+def _extend(study: Study, generations: int) -> None:
+    """Every experiment of the study planned to `generations`, finished ones running again. A fresh loop
+    draws reservoir / (generations - 1) new real images a generation, a count fixed when it was planned:
+    a study with fresh loops cannot be extended (plan it with its final length)."""
+    fresh = [e.name for e in study.experiments.all() if e.loop_config.mix.loop == "fresh"]
+    if fresh:
+        raise CurationError(f"study {study.name!r} has fresh loops ({fresh[0]}, ...), whose draws of new real data are "
+                            "sized for its planned generations: it cannot be extended; plan a new study instead")
+    for experiment in study.experiments.all():
+        extend_experiment(experiment=experiment, generations=generations)
 
 
 def _experiment(study: Study, plan: StudyPlan, variant: Variant, seed: int, created_by) -> Experiment:

@@ -244,7 +244,8 @@ def _mean_cell(column: np.ndarray) -> str:
 
 def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
     """The README's table: the floor, G0, then every variant at the reported generations, mean [95% CI]
-    over seeds for each headline metric, and its cost: the mean seconds a generation after G0 took."""
+    over seeds for each headline metric, and its cost: the median seconds a generation after G0 took (a
+    median, so that a generation slowed by something else on the machine does not set it)."""
     generations = report_generations(plan, results) or [0]
     columns = [f"{metric} G{g}" for g in generations for metric in HEADLINE] + ["s/generation"]
     lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -268,7 +269,7 @@ def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
 def _cost(plan: StudyPlan, results: Results, variant: str, generations: list[int]) -> str:
     seconds = np.concatenate([values(plan, results, variant, g, "step_seconds") for g in generations])
     seconds = seconds[~np.isnan(seconds)]
-    return f"{seconds.mean():.0f}" if len(seconds) else "–"
+    return f"{np.median(seconds):.0f}" if len(seconds) else "–"
 
 
 def differences_markdown(found: list) -> str:
@@ -425,7 +426,7 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         f"at matched sizes ({floor.get('sample_size', '?')} samples against as many test images, averaged over "
         "reference halves). The floor row is real against real at the same size: the mean and the 2.5–97.5% range "
         f"over {floor.get('repeats', '?')} random splits. Cells are mean [95% t-interval] over seeds; s/generation is what a generation after G0 cost, "
-        "its steps' seconds averaged over seeds and generations (G0's own for the G0 row), as the experiments ran "
+        "the median of its steps' seconds over seeds and generations (G0's own for the G0 row), as the experiments ran "
         "side by side with the study's other workers. Memorization: "
         "the share of samples nearer a training-split image than the 5th percentile of held-out real images' "
         "nearest-training distances (real data scores about 0.05).",

@@ -107,12 +107,38 @@ def test_a_study_is_experiments_that_share_each_seeds_g0_and_resume(tmp_path):
 
 def test_a_study_name_cannot_be_reused_for_other_settings():
     create_study(name="taken", plan=tiny_plan(variants=TWO[:1], seeds=(0,)))
-    other = tiny_plan(variants=TWO[:1], seeds=(0,), generations=3)
+    other = tiny_plan(variants=TWO[:1], seeds=(0,))
+    other = StudyPlan(**{**other.__dict__, "base": other.base.replace(continue_steps=11)})
     with pytest.raises(CurationError, match="exists with other settings"):
         create_study(name="taken", plan=other)
     # More seeds of the same plan join it.
     create_study(name="taken", plan=tiny_plan(variants=TWO[:1], seeds=(0, 1)))
     assert Study.objects.get(name="taken").experiments.count() == 2
+
+
+def test_a_finished_study_extends_to_more_generations_without_redoing_any():
+    study = create_study(name="longer", plan=tiny_plan(variants=TWO[:1], seeds=(0,)))
+    run_study(study=study, workers=1)
+    before = {g.index: g.finished_at for g in Generation.objects.filter(experiment__study=study)}
+    assert sorted(before) == [0, 1] and study.experiments.get().status == Experiment.Status.DONE
+
+    extended = create_study(name="longer", plan=tiny_plan(variants=TWO[:1], seeds=(0,), generations=3))
+    experiment = extended.experiments.get()
+    assert experiment.status == Experiment.Status.RUNNING and experiment.loop_config.generations == 3
+    assert StudyPlan.from_dict(Study.objects.get(pk=study.pk).plan).generations == 3
+    assert run_study(study=extended, workers=1) == []
+    after = {g.index: g.finished_at for g in Generation.objects.filter(experiment__study=study)}
+    assert sorted(after) == [0, 1, 2] and {i: after[i] for i in (0, 1)} == before
+    assert (2, ) == tuple(i for (_, _, i) in study_results(study) if i > 1)
+    with pytest.raises(CurationError, match="not shorten it to G1"):
+        create_study(name="longer", plan=tiny_plan(variants=TWO[:1], seeds=(0,)))
+
+
+def test_a_study_with_fresh_loops_is_not_extended():
+    create_study(name="fresh", plan=tiny_plan(variants=("fresh/none",), seeds=(0,)))
+    with pytest.raises(CurationError, match="cannot be extended"):
+        create_study(name="fresh", plan=tiny_plan(variants=("fresh/none",), seeds=(0,), generations=3))
+    assert Experiment.objects.get(study__name="fresh").loop_config.generations == 2
 
 
 def test_the_command_runs_a_study_and_refuses_bad_ones(tmp_path, capsys):

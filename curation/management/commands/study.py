@@ -33,7 +33,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--name", required=True, help="The study's name; the same name resumes it.")
         parser.add_argument("--output", required=True, help="Folder for the report, metrics.csv and plots.")
-        parser.add_argument("--generations", type=int, help="Generations after G0 (G1..GN); new studies only.")
+        parser.add_argument("--generations", type=int, help="Generations after G0 (G1..GN). Given for an existing study, "
+                                 "a larger number extends every experiment of it to GN.")
         parser.add_argument("--seeds", type=int, default=5, help="Number of seeds (0..S-1); default 5.")
         parser.add_argument("--preset", help="Configuration preset; default study-cpu on a CPU, study-gpu on CUDA.")
         parser.add_argument("--variants", help="Comma-separated subset of variant names (default: all).")
