@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -199,7 +199,9 @@ def training_key(images: np.ndarray, model_config: ModelConfig, train_config: Tr
     """What a from-scratch training run is a function of: its images, its settings and the code. Two runs
     with the same key train the same weights, so one can take the other's checkpoint."""
     digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes())
-    digest.update(json.dumps([model_config.to_dict(), asdict(train_config), CODE_VERSION], sort_keys=True).encode())
+    # (warm_ema applies only when training continues: from scratch, both values train the same weights)
+    settings = asdict(replace(train_config, warm_ema=False))
+    digest.update(json.dumps([model_config.to_dict(), settings, CODE_VERSION], sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
 

@@ -10,7 +10,7 @@ import torch
 
 from training.data import load_digits_dataset
 from training.model import DIGITS_MODEL
-from training.train import CARD_FILE, STATE_FILE, TrainConfig, train_unet
+from training.train import CARD_FILE, STATE_FILE, TrainConfig, train_unet, training_key
 
 pytestmark = pytest.mark.slow
 CONFIG = TrainConfig(steps=20, batch_size=16, checkpoint_every=10, warmup_steps=2, device="cpu")
@@ -98,3 +98,13 @@ def test_a_warm_ema_keeps_a_continued_model_near_the_weights_it_started_from(ima
         moved[warm] = float((weights(folder) - start).norm())
     # 20 steps at decay 0.995 keep about 90% of the start in the average; restarted, it tracks the new weights.
     assert 0 < moved[True] < 0.3 * moved[False]
+
+
+def test_the_training_key_names_what_a_from_scratch_run_depends_on():
+    images = load_digits_dataset().images[:16]
+    config = TrainConfig(steps=10)
+    key = training_key(images, DIGITS_MODEL, config)
+    # A warm EMA applies only when training continues: from scratch it trains the same weights.
+    assert training_key(images, DIGITS_MODEL, dataclasses.replace(config, warm_ema=True)) == key
+    assert training_key(images, DIGITS_MODEL, dataclasses.replace(config, steps=11)) != key
+    assert training_key(images[:15], DIGITS_MODEL, config) != key
