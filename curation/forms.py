@@ -70,6 +70,9 @@ SETTINGS = [
         choices=[("votes", "votes: fitted on this generation's votes"),
                  ("verifier", "verifier: held-out real images against the samples, votes pooled")],
         label="Discriminator", help_text="What scores the samples nobody rated.")),
+    ("Curation", "curation.keep", forms.FloatField(
+        label="Share kept by match", help_text="match: the share of the samples kept, those that together best stand "
+                                               "for held-out real images (kernel herding in the metrics' feature space).")),
     ("Curation", "curation.diversity_guard", forms.BooleanField(required=False, label="Diversity guard",
                                                                  help_text="Accept per class in the real data's proportions.")),
     ("Curation", "curation.guard_mode", forms.ChoiceField(

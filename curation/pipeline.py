@@ -393,6 +393,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         group_proportions=models.class_proportions,
         seed=sample_seed(config.seed, generation.index),
         features=flatten(images) if coverage else None,
+        **(_match_embeddings(images, models, experiment) if config.curation.deciding == "match" else {}),
     )
     for n, row in enumerate(samples):
         row.vote_share = None if np.isnan(vote_share[n]) else float(vote_share[n])
@@ -416,6 +417,12 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
                    progress_message="done")
         _continue_experiment(generation, config)
     tracking.generation_done(generation)
+
+
+def _match_embeddings(images: np.ndarray, models, experiment) -> dict:
+    """What the match policy compares: the samples and the curator split in the metrics' feature space."""
+    curator = real_arrays(experiment.dataset_id).images[models.split.curator]
+    return {"embedding": models.reference.features(images), "real_embedding": models.reference.features(curator)}
 
 
 def _verify(generation: Generation, images: np.ndarray, vote_share: np.ndarray, models, *, seed: int) -> Verification:

@@ -204,6 +204,7 @@ BOUNDS: dict[str, Bound] = {
     "curation.acceptance": Bound("choice", choices=ACCEPTANCE),
     "curation.resample_cap": Bound("number", 1, 1000),
     "curation.discriminator": Bound("choice", choices=DISCRIMINATORS),
+    "curation.keep": Bound("number", 0, 1, low_open=True),
     "rating.raters": Bound("choice", choices=RATER_KINDS),
     "rating.votes_per_sample": _int(1, 50),
     "rating.rating_budget": _int(0, MAX_IMAGES),

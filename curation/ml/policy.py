@@ -7,6 +7,11 @@ Policies: `none` accepts everything (the MAD baseline); `human` accepts what the
 random: the control that tells what a curating policy's choice adds beyond the size of the training
 set it leaves (human curation can only accept the rated samples, so it trains on fewer).
 
+`match` needs neither votes nor a discriminator: it keeps the share `keep` of the samples that together
+best stand for the real data, chosen one at a time by kernel herding so that the kept set's kernel
+mean tracks that of the curator split (real images no model trains on and no metric compares with),
+in the metrics' feature space: what the model over-produces is left out, what it under-produces kept.
+
 A curating policy keeps what its score passes (`acceptance` "threshold"), or resamples: keeps each
 sample with a probability that grows with its score's odds, capped (`acceptance` "resample").
 
@@ -26,9 +31,9 @@ from typing import Optional
 
 import numpy as np
 
-CURATING = ("human", "discriminator", "human+discriminator")
+CURATING = ("human", "discriminator", "human+discriminator", "match")
 POLICIES = ("none", *CURATING, "random-matched")
-REASONS = ("all", "human", "discriminator", "both", "guard", "random")
+REASONS = ("all", "human", "discriminator", "both", "guard", "random", "match")
 ACCEPTANCE = ("threshold", "resample")
 DISCRIMINATORS = ("votes", "verifier")
 GUARD_MODES = ("classes", "coverage")
@@ -53,6 +58,8 @@ class CurationPolicy:
     # What scores the samples for the discriminator policies: "votes", a discriminator fitted on this
     # generation's votes; "verifier", the real-anchored verifier (curation.ml.verifier), which needs no votes.
     discriminator: str = "votes"
+    # The share of the samples the `match` policy keeps.
+    keep: float = 0.8
 
     def __post_init__(self) -> None:
         if self.acceptance not in ACCEPTANCE:
@@ -72,6 +79,8 @@ class CurationPolicy:
             raise ValueError(f"the acceptance threshold must be within [0, 1], not {self.threshold}")
         if not 0.0 <= self.guard_floor <= self.threshold:
             raise ValueError("the guard floor must lie between 0 and the acceptance threshold")
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"the share the match policy keeps must lie in (0, 1], not {self.keep}")
 
     @property
     def needs_votes(self) -> bool:
@@ -80,9 +89,13 @@ class CurationPolicy:
             self.policy == "discriminator" and self.discriminator == "votes")
 
     @property
+    def deciding(self) -> str:
+        """The policy whose decision counts: the one `random-matched` copies the count of, or this one."""
+        return self.match if self.policy == "random-matched" else self.policy
+
+    @property
     def needs_discriminator(self) -> bool:
-        policy = self.match if self.policy == "random-matched" else self.policy
-        return policy in ("discriminator", "human+discriminator")
+        return self.deciding in ("discriminator", "human+discriminator")
 
 
 @dataclass(frozen=True)
@@ -101,16 +114,19 @@ def curate(
     group_proportions: dict,
     seed: int = 0,
     features: Optional[np.ndarray] = None,
+    embedding: Optional[np.ndarray] = None,
+    real_embedding: Optional[np.ndarray] = None,
 ) -> Decision:
     """Decide every sample. `vote_share` is the up-vote fraction (NaN where a sample lacks its votes);
     `discriminator_score` is P(accept) (NaN where there is no discriminator); `features` (N, D), what
-    the coverage guard spreads its choice over."""
+    the coverage guard spreads its choice over; `embedding` (N, E) and `real_embedding` (M, E), the
+    samples and the curator split in the metrics' feature space, what the match policy compares."""
     count = len(vote_share)
     voted = ~np.isnan(vote_share)
     if config.policy == "random-matched":
         matched = curate(replace(config, policy=config.match), vote_share=vote_share,
                          discriminator_score=discriminator_score, groups=groups, group_proportions=group_proportions,
-                         seed=seed, features=features)
+                         seed=seed, features=features, embedding=embedding, real_embedding=real_embedding)
         score = np.random.default_rng(seed).random(count)
         accepted = np.zeros(count, dtype=bool)
         accepted[np.argsort(score, kind="stable")[: int(matched.accepted.sum())]] = True
@@ -120,6 +136,15 @@ def curate(
         score = np.random.default_rng(seed).random(count)
         accepted = np.ones(count, dtype=bool)
         reason = np.full(count, "all", dtype=object)
+    elif config.policy == "match":
+        if embedding is None or real_embedding is None:
+            raise ValueError("the match policy needs the samples' and the curator split's embeddings")
+        order = herding_order(np.asarray(embedding, dtype=np.float64), np.asarray(real_embedding, dtype=np.float64))
+        score = np.empty(count)
+        score[order] = 1.0 - np.arange(count) / count  # the earlier chosen, the higher
+        accepted = np.zeros(count, dtype=bool)
+        accepted[order[: int(round(config.keep * count))]] = True
+        reason = np.where(accepted, "match", "").astype(object)
     else:
         if config.policy == "human":
             score = np.where(voted, vote_share, np.nan)
@@ -159,6 +184,35 @@ def _accept(config: CurationPolicy, score: np.ndarray, seed: int) -> np.ndarray:
         odds = np.where(s >= 1.0, np.inf, s / np.maximum(1.0 - s, 1e-12))
     keep = np.minimum(config.resample_cap, odds) / config.resample_cap
     return scored & (np.random.default_rng((seed, 1)).random(len(score)) < keep)
+
+
+def herding_order(embedding: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Every row of `embedding` in the order kernel herding chooses them (Chen et al. 2010): each next
+    the one that brings the chosen set's kernel mean embedding nearest the real set's, i.e. the row
+    maximising mean_r k(x, r) - sum_{chosen c} k(x, c) / (t + 1). The RBF kernel's width is the real
+    set's median nearest-neighbour (squared) distance, so the choice follows the real data's modes and
+    spread, not only its centre. Once every mode holds its share, a row far from all of them (gain 0)
+    goes before one where the chosen set is already dense (gain below 0): the order spreads out rather
+    than piling onto the modes. Memory stays linear in the rows (one kernel column per step)."""
+    real_sq = np.einsum("ij,ij->i", real, real)
+    real_distances = np.maximum(real_sq[:, None] + real_sq[None, :] - 2.0 * real @ real.T, 0.0)
+    np.fill_diagonal(real_distances, np.inf)
+    width = float(np.median(real_distances.min(axis=1))) or 1.0
+    rows_sq = np.einsum("ij,ij->i", embedding, embedding)
+
+    def kernel(against: np.ndarray, against_sq: np.ndarray) -> np.ndarray:
+        return np.exp(-np.maximum(rows_sq[:, None] + against_sq[None, :] - 2.0 * embedding @ against.T, 0.0) / width)
+
+    target = kernel(real, real_sq).mean(axis=1)
+    pulled = np.zeros(len(embedding))
+    free = np.ones(len(embedding), dtype=bool)
+    order = np.empty(len(embedding), dtype=int)
+    for t in range(len(embedding)):
+        gain = np.where(free, target - pulled / (t + 1), -np.inf)
+        best = int(np.argmax(gain))
+        order[t], free[best] = best, False
+        pulled += kernel(embedding[best : best + 1], rows_sq[best : best + 1])[:, 0]
+    return order
 
 
 def quotas(total: int, proportions: dict) -> dict:

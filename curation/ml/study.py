@@ -32,7 +32,7 @@ CHANCE_BAR = 0.8
 HEADLINE = ("fd", "precision", "recall", "coverage", "memorization")
 LOOPS = ("fully-synthetic", "augmentation", "fresh", "accumulate", "real-only")
 POLICY_SHORT = {"none": "none", "human": "human", "discriminator": "disc", "human+discriminator": "human+disc",
-                "random-matched": "random"}
+                "random-matched": "random", "match": "match"}
 
 
 # The levers of curation a variant can pull, each a set of settings. Levers of the loop itself (its
@@ -99,7 +99,9 @@ def lever_variants() -> list[Variant]:
     verifier (thresholded, and resampled beside a random filter matched on its count), a warm EMA and
     negative guidance; on the augmentation loop with all real data kept and synthetic capped,
     uncurated (with and without guidance), matched-random, the verifier resampling, and the product's
-    default policy with the class guard and with the coverage guard. Then the real-only control."""
+    default policy with the class guard and with the coverage guard; on both loops the match policy
+    (kernel herding toward the curator split; its uncurated loop, which trains on a random draw of
+    the same size, is its matched random control). Then the real-only control."""
     synthetic, keep = "fully-synthetic", "augmentation"
     return [Variant(synthetic, "none"), Variant(synthetic, "discriminator", levers="verifier"),
             Variant(synthetic, "discriminator", levers="verifier+resample"),
@@ -110,6 +112,7 @@ def lever_variants() -> list[Variant]:
             Variant(keep, "discriminator", levers="keep-real+verifier+resample"),
             Variant(keep, "human+discriminator", True, levers="keep-real"),
             Variant(keep, "human+discriminator", levers="keep-real+coverage"),
+            Variant(synthetic, "match"), Variant(keep, "match", levers="keep-real"),
             Variant("real-only", "none")]
 
 

@@ -148,6 +148,23 @@ def test_the_levers_run_through_the_loop_keep_real_capped_synthetic_verifier_res
         assert g.training_mix["synthetic"] == min(accepted.count(), config.pool_size // 4)
 
 
+@pytest.mark.parametrize("policy", ["match", "random-matched"])
+def test_the_match_policy_keeps_its_share_chosen_toward_the_curator_split(
+    tiny_config, django_capture_on_commit_callbacks, policy
+):
+    config = tiny_config.replace(**{"generations": 2, "curation.policy": policy, "curation.match": "match",
+                                    "curation.keep": 0.5})
+    experiment, generation = started_experiment(config)
+    run_through_celery(generation, django_capture_on_commit_callbacks)
+    g0, g1 = experiment.generations.order_by("index")
+    assert (g0.state, g1.state) == ("done", "done")
+    for g in (g0, g1):
+        accepted = g.samples.filter(accepted=True)
+        assert accepted.count() == round(0.5 * g.samples.count())
+        assert set(accepted.values_list("accept_reason", flat=True)) == {"match" if policy == "match" else "random"}
+        assert "chosen_fd" in g.metrics and "chance_fd" in g.metrics  # measured against chance, as every choice is
+
+
 @pytest.mark.parametrize("source", ["own", "rejected"])
 def test_negative_guidance_trains_a_guide_on_the_previous_generations_samples(
     tiny_config, django_capture_on_commit_callbacks, source

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from curation.ml.policy import CurationPolicy, curate, quotas
+from curation.ml.policy import CurationPolicy, curate, herding_order, quotas
 
 NAN = np.nan
 
@@ -131,7 +131,57 @@ def test_the_guard_never_accepts_below_its_floor():
     assert not guarded.accepted[groups == 1].any()
 
 
+def _two_modes(rng, count, share_b, outliers=0):
+    """Points from two modes (A at the origin, B at (6, 6)), a share from B, and far outliers."""
+    b = rng.random(count) < share_b
+    points = rng.normal(size=(count, 2)) * 0.5 + np.where(b[:, None], 6.0, 0.0)
+    if outliers:
+        points[:outliers] = rng.normal(size=(outliers, 2)) + 40.0
+    return points, b
+
+
+def test_match_keeps_the_samples_that_stand_for_the_real_data():
+    rng = np.random.default_rng(3)
+    real, _ = _two_modes(rng, 300, 0.5)  # the curator split: both modes alike
+    samples, in_b = _two_modes(rng, 400, 0.15, outliers=20)  # the model: B under-produced, some artefacts
+
+    def match(keep):
+        return curate(CurationPolicy(policy="match", keep=keep), vote_share=np.full(400, NAN),
+                      discriminator_score=np.full(400, NAN), groups=np.zeros(400, int), group_proportions={0: 1.0},
+                      embedding=samples, real_embedding=real)
+
+    decision = match(0.5)
+    kept, modelled = decision.accepted, np.arange(400) >= 20
+    assert kept.sum() == 200 and set(decision.reason[kept]) == {"match"}
+    # What the model under-produces is kept more often, what it over-produces is thinned: the kept
+    # set's share of B moves toward the real data's half.
+    assert kept[in_b & modelled].mean() > 0.75 and kept[~in_b & modelled].mean() < 0.5
+    assert in_b[kept].mean() > 1.4 * in_b[modelled].mean()
+    # The score ranks by the order of choice: every kept sample above every other.
+    assert decision.score[kept].min() > decision.score[~kept].max()
+    # The artefacts, far from every real image, come after the real data's modes have their share.
+    assert not match(0.2).accepted[:20].any()
+
+
+def test_herding_orders_every_sample_and_random_matched_copies_its_count():
+    rng = np.random.default_rng(4)
+    real, _ = _two_modes(rng, 50, 0.5)
+    samples, _ = _two_modes(rng, 60, 0.5)
+    order = herding_order(samples, real)
+    assert sorted(order.tolist()) == list(range(60))
+    matched = curate(CurationPolicy(policy="random-matched", match="match", keep=0.25), vote_share=np.full(60, NAN),
+                     discriminator_score=np.full(60, NAN), groups=np.zeros(60, int), group_proportions={0: 1.0},
+                     embedding=samples, real_embedding=real)
+    assert matched.accepted.sum() == 15 and set(matched.reason[matched.accepted]) == {"random"}
+    assert CurationPolicy(policy="random-matched", match="match").deciding == "match"
+    assert not CurationPolicy(policy="match").needs_votes and not CurationPolicy(policy="match").needs_discriminator
+    with pytest.raises(ValueError, match="needs the samples' and the curator split's embeddings"):
+        decide("match", [NAN] * 3, [NAN] * 3)
+
+
 @pytest.mark.parametrize("kwargs, message", [({"policy": "vibes"}, "unknown curation policy"),
+                                             ({"keep": 0}, "share the match policy keeps"),
+                                             ({"keep": 1.5}, "share the match policy keeps"),
                                              ({"threshold": 2}, "threshold"), ({"guard_floor": 0.9}, "guard floor"),
                                              ({"match": "none"}, "random-matched copies one of"),
                                              ({"acceptance": "vibes"}, "unknown acceptance"),
