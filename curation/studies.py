@@ -8,6 +8,7 @@ Every step is the pipeline's: a study resumes wherever its experiments stand.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -106,18 +107,21 @@ def study_progress(study: Study) -> tuple[int, int]:
     return done, total
 
 
-def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCallback] = None) -> list[Experiment]:
+def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCallback] = None,
+              first: tuple[str, ...] = ()) -> list[Experiment]:
     """Carry out every unfinished experiment of the study here, one generation at a time, `workers` at
     once, each worker a process of its own running the pipeline's steps. The least advanced experiment
     always goes next (then by variant, then seed), so the study moves forward in step: stopped at any
     point, every variant and seed has reached about the same generation, and the report compares like
     with like. The first variant's G0 of each seed is trained before the others need it (they find it
-    in the training cache). A generation that fails stops its experiment (the error is stored on the
-generation), not the study. Returns the experiments that did not finish (failed or cancelled)."""
+    in the training cache). The variants named in `first` run ahead of the others, in step among
+    themselves (a lever that joins a long study, to be read before the rest catches up). A generation
+    that fails stops its experiment (the error is stored on the generation), not the study. Returns the
+    experiments that did not finish (failed or cancelled)."""
     order = {v.name: n for n, v in enumerate(StudyPlan.from_dict(study.plan).variants)}
-    queue = {e.pk: (_next_index(e), order.get(e.study_variant, len(order)), e.study_seed)
+    queue = {e.pk: (e.study_variant not in first, _next_index(e), order.get(e.study_variant, len(order)), e.study_seed)
              for e in study.experiments.filter(status=Experiment.Status.RUNNING)}
-    queue = {pk: key for pk, key in queue.items() if key[0] is not None}
+    queue = {pk: key for pk, key in queue.items() if key[1] is not None}
     total_steps = len(queue)
 
     def report(message: str) -> None:
@@ -132,7 +136,7 @@ generation), not the study. Returns the experiments that did not finish (failed 
             if index is None:
                 del queue[pk]
             else:
-                queue[pk] = (index, *queue[pk][1:])
+                queue[pk] = (queue[pk][0], index, *queue[pk][2:])
             report(f"{total_steps - len(queue)}/{total_steps} experiments finished")
         return list(study.experiments.exclude(status=Experiment.Status.DONE))
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -150,7 +154,7 @@ generation), not the study. Returns the experiments that did not finish (failed 
                 if index is None:
                     del queue[pk]
                 else:
-                    queue[pk] = (index, *queue[pk][1:])
+                    queue[pk] = (queue[pk][0], index, *queue[pk][2:])
             report(f"{total_steps - len(queue)}/{total_steps} experiments finished, {len(running)} generations running")
             if running:
                 time.sleep(0.5)
@@ -239,12 +243,20 @@ def measure_chance(study: Study) -> int:
     return measured
 
 
-def write_study_report(*, study: Study, output: Path, seconds: float, machine: str, device: str) -> Path:
-    """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under `output`."""
+def write_study_report(*, study: Study, output: Path, seconds: float, machine: str, device: str,
+                       variants: tuple[str, ...] = ()) -> Path:
+    """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under
+    `output`: over every variant, or over `variants` alone (compared where those have all arrived)."""
     from curation.ml.plots import curves_png
     from curation.ml.study import HEADLINE, headline_markdown
 
     plan = StudyPlan.from_dict(study.plan)
+    if variants:
+        known = {v.name: v for v in plan.variants}
+        unknown = [name for name in variants if name not in known]
+        if unknown:
+            raise CurationError(f"study {study.name!r} has no variant {unknown[0]!r}; it has {', '.join(known)}")
+        plan = dataclasses.replace(plan, variants=tuple(known[name] for name in variants))
     measure_chance(study)
     results = study_results(study)
     if not results:

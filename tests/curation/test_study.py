@@ -134,6 +134,32 @@ def test_a_finished_study_extends_to_more_generations_without_redoing_any():
         create_study(name="longer", plan=tiny_plan(variants=TWO[:1], seeds=(0,)))
 
 
+def test_variants_named_first_run_ahead_and_a_report_can_cover_some_variants(monkeypatch, tmp_path):
+    from curation import studies
+
+    study = create_study(name="ahead", plan=tiny_plan(seeds=(0,)))
+    ran = []
+    real = studies.run_generation_of
+
+    def recorded(pk):
+        ran.append(Experiment.objects.get(pk=pk).study_variant)
+        return real(pk)
+
+    monkeypatch.setattr(studies, "run_generation_of", recorded)
+    assert run_study(study=study, workers=1, first=(TWO[1],)) == []
+    # Every generation of the variant named first ran before any of the other's.
+    assert ran.index(TWO[0]) > max(n for n, name in enumerate(ran) if name == TWO[1])
+
+    write_study_report(study=study, output=tmp_path, seconds=1.0, machine="test", device="cpu", variants=(TWO[1],))
+    with (tmp_path / "metrics.csv").open() as handle:
+        assert {row["variant"] for row in csv.DictReader(handle)} == {TWO[1]}
+    assert f"| {TWO[0]} |" not in (tmp_path / "headline.md").read_text()
+    with pytest.raises(CurationError, match="has no variant 'loop/no'"):
+        write_study_report(study=study, output=tmp_path, seconds=1.0, machine="test", device="cpu", variants=("loop/no",))
+    with pytest.raises(CommandError, match="--first names 'loop/no'"):
+        call_command("study", "--name", "ahead", "--first", "loop/no", "--output", str(tmp_path))
+
+
 def test_a_study_with_fresh_loops_is_not_extended():
     create_study(name="fresh", plan=tiny_plan(variants=("fresh/none",), seeds=(0,)))
     with pytest.raises(CurationError, match="cannot be extended"):

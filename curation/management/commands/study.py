@@ -37,7 +37,9 @@ class Command(BaseCommand):
                                  "a larger number extends every experiment of it to GN.")
         parser.add_argument("--seeds", type=int, default=5, help="Number of seeds (0..S-1); default 5.")
         parser.add_argument("--preset", help="Configuration preset; default study-cpu on a CPU, study-gpu on CUDA.")
-        parser.add_argument("--variants", help="Comma-separated subset of variant names (default: all).")
+        parser.add_argument("--variants", help="Comma-separated subset of variant names (default: all); with "
+                                               "--report-only, the variants the report covers.")
+        parser.add_argument("--first", help="Comma-separated variant names to run ahead of the others.")
         parser.add_argument("--levers", action="store_true",
                             help="Study the levers of curation (verifier, resampling, all real data kept with "
                                  "synthetic capped, warm EMA) with their baselines, instead of the loop variants.")
@@ -51,6 +53,10 @@ class Command(BaseCommand):
         device = resolve_device(settings.OUROBOROS_DEVICE)
         study = self._study(options, device.type)
         plan = StudyPlan.from_dict(study.plan)
+        named = {v.name for v in plan.variants}
+        unknown = [name for name in _names(options["first"]) if name not in named]
+        if unknown:
+            raise CommandError(f"--first names {unknown[0]!r}, not a variant of study {study.name!r}")
         done, total = study_progress(study)
         self.stdout.write(f"study {study.name!r}: {len(plan.variants)} variants × {len(plan.seeds)} seeds × "
                           f"G0..G{plan.generations - 1} = {study.experiments.count()} experiments; "
@@ -72,7 +78,7 @@ class Command(BaseCommand):
                 bar.refresh()
 
             try:
-                stopped = run_study(study=study, workers=workers, progress=progress)
+                stopped = run_study(study=study, workers=workers, progress=progress, first=_names(options["first"]))
             finally:
                 bar.close()
             for experiment in stopped:
@@ -83,7 +89,8 @@ class Command(BaseCommand):
         machine = f"{os.cpu_count()} CPU cores, {gpu}, {platform.system()} {platform.machine()}"
         try:
             report = write_study_report(study=study, output=Path(options["output"]), machine=machine,
-                                        device=device.type, seconds=time.monotonic() - started)
+                                        device=device.type, seconds=time.monotonic() - started,
+                                        variants=_names(options["variants"]) if options["report_only"] else ())
         except CurationError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(self.style.SUCCESS(f"wrote {report}"))
@@ -99,7 +106,7 @@ class Command(BaseCommand):
         name = options["preset"] or ("study-gpu" if device == "cuda" else "study-cpu")
         variants = lever_variants() if options["levers"] else study_variants()
         if options["variants"]:
-            wanted = [v.strip() for v in options["variants"].split(",") if v.strip()]
+            wanted = list(_names(options["variants"]))
             known = {v.name: v for v in variants}
             unknown = [w for w in wanted if w not in known]
             if unknown:
@@ -112,3 +119,7 @@ class Command(BaseCommand):
             return create_study(name=options["name"], plan=plan)
         except (ConfigError, CurationError) as error:
             raise CommandError(f"invalid study: {error}") from error
+
+
+def _names(listed: str | None) -> tuple[str, ...]:
+    return tuple(name.strip() for name in (listed or "").split(",") if name.strip())
