@@ -81,12 +81,22 @@ def _extend(study: Study, generations: int) -> None:
     """Every experiment of the study planned to `generations`, finished ones running again. A fresh loop
     draws reservoir / (generations - 1) new real images a generation, a count fixed when it was planned:
     a study with fresh loops cannot be extended (plan it with its final length)."""
-    fresh = [e.name for e in study.experiments.all() if e.loop_config.mix.loop == "fresh"]
+    experiments = list(study.experiments.all())
+    fresh = [e.name for e in experiments if e.loop_config.mix.loop == "fresh"]
     if fresh:
         raise CurationError(f"study {study.name!r} has fresh loops ({fresh[0]}, ...), whose draws of new real data are "
                             "sized for its planned generations: it cannot be extended; plan a new study instead")
-    for experiment in study.experiments.all():
+    for experiment in experiments:
         extend_experiment(experiment=experiment, generations=generations)
+
+
+def variants_named(study: Study, names: tuple[str, ...]) -> tuple[Variant, ...]:
+    """The study's variants of these names, in their order; a name the study does not have is refused."""
+    known = {v.name: v for v in StudyPlan.from_dict(study.plan).variants}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise CurationError(f"study {study.name!r} has no variant {unknown[0]!r}; it has {', '.join(known)}")
+    return tuple(known[name] for name in names)
 
 
 def _experiment(study: Study, plan: StudyPlan, variant: Variant, seed: int, created_by) -> Experiment:
@@ -252,11 +262,7 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
 
     plan = StudyPlan.from_dict(study.plan)
     if variants:
-        known = {v.name: v for v in plan.variants}
-        unknown = [name for name in variants if name not in known]
-        if unknown:
-            raise CurationError(f"study {study.name!r} has no variant {unknown[0]!r}; it has {', '.join(known)}")
-        plan = dataclasses.replace(plan, variants=tuple(known[name] for name in variants))
+        plan = dataclasses.replace(plan, variants=variants_named(study, variants))
     measure_chance(study)
     results = study_results(study)
     if not results:

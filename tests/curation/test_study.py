@@ -156,7 +156,7 @@ def test_variants_named_first_run_ahead_and_a_report_can_cover_some_variants(mon
     assert f"| {TWO[0]} |" not in (tmp_path / "headline.md").read_text()
     with pytest.raises(CurationError, match="has no variant 'loop/no'"):
         write_study_report(study=study, output=tmp_path, seconds=1.0, machine="test", device="cpu", variants=("loop/no",))
-    with pytest.raises(CommandError, match="--first names 'loop/no'"):
+    with pytest.raises(CommandError, match="--first: study 'ahead' has no variant 'loop/no'"):
         call_command("study", "--name", "ahead", "--first", "loop/no", "--output", str(tmp_path))
 
 

@@ -16,7 +16,9 @@ from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.study import StudyPlan, lever_variants, study_variants
 from curation.models import Study
 from curation.services import CurationError
-from curation.studies import create_study, plan_study, queue_study, run_study, study_progress, write_study_report
+from curation.studies import (
+    create_study, plan_study, queue_study, run_study, study_progress, variants_named, write_study_report,
+)
 from training.model import resolve_device
 
 
@@ -53,10 +55,10 @@ class Command(BaseCommand):
         device = resolve_device(settings.OUROBOROS_DEVICE)
         study = self._study(options, device.type)
         plan = StudyPlan.from_dict(study.plan)
-        named = {v.name for v in plan.variants}
-        unknown = [name for name in _names(options["first"]) if name not in named]
-        if unknown:
-            raise CommandError(f"--first names {unknown[0]!r}, not a variant of study {study.name!r}")
+        try:
+            first = tuple(v.name for v in variants_named(study, _names(options["first"])))
+        except CurationError as error:
+            raise CommandError(f"--first: {error}") from error
         done, total = study_progress(study)
         self.stdout.write(f"study {study.name!r}: {len(plan.variants)} variants × {len(plan.seeds)} seeds × "
                           f"G0..G{plan.generations - 1} = {study.experiments.count()} experiments; "
@@ -78,7 +80,7 @@ class Command(BaseCommand):
                 bar.refresh()
 
             try:
-                stopped = run_study(study=study, workers=workers, progress=progress, first=_names(options["first"]))
+                stopped = run_study(study=study, workers=workers, progress=progress, first=first)
             finally:
                 bar.close()
             for experiment in stopped:
