@@ -393,7 +393,7 @@ def curate_step(generation: Generation, *, bar: bool = False) -> None:
         group_proportions=models.class_proportions,
         seed=sample_seed(config.seed, generation.index),
         features=flatten(images) if coverage else None,
-        **(_match_embeddings(images, models, experiment) if config.curation.deciding == "match" else {}),
+        **(_match_embeddings(images, models, experiment) if config.curation.needs_embeddings else {}),
     )
     for n, row in enumerate(samples):
         row.vote_share = None if np.isnan(vote_share[n]) else float(vote_share[n])

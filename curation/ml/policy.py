@@ -94,6 +94,13 @@ class CurationPolicy:
         return self.match if self.policy == "random-matched" else self.policy
 
     @property
+    def needs_embeddings(self) -> bool:
+        """Whether deciding needs the samples' and the curator split's embeddings: the match policy's
+        choice, and a random filter's copy of it with the guard on (whose count depends on the choice)."""
+        return self.policy == "match" or (self.policy == "random-matched" and self.match == "match"
+                                          and self.diversity_guard)
+
+    @property
     def needs_discriminator(self) -> bool:
         return self.deciding in ("discriminator", "human+discriminator")
 
@@ -124,12 +131,16 @@ def curate(
     count = len(vote_share)
     voted = ~np.isnan(vote_share)
     if config.policy == "random-matched":
-        matched = curate(replace(config, policy=config.match), vote_share=vote_share,
-                         discriminator_score=discriminator_score, groups=groups, group_proportions=group_proportions,
-                         seed=seed, features=features, embedding=embedding, real_embedding=real_embedding)
+        if config.match == "match" and not config.diversity_guard:
+            matched_count = _match_count(config, count)  # whatever it chooses, `match` keeps this many
+        else:
+            matched_count = int(curate(
+                replace(config, policy=config.match), vote_share=vote_share, discriminator_score=discriminator_score,
+                groups=groups, group_proportions=group_proportions, seed=seed, features=features, embedding=embedding,
+                real_embedding=real_embedding).accepted.sum())
         score = np.random.default_rng(seed).random(count)
         accepted = np.zeros(count, dtype=bool)
-        accepted[np.argsort(score, kind="stable")[: int(matched.accepted.sum())]] = True
+        accepted[np.argsort(score, kind="stable")[:matched_count]] = True
         return Decision(accepted=accepted, reason=np.where(accepted, "random", "").astype(object), score=score)
     if config.policy == "none":
         # No signal: rank at random so the guard (if on) draws each group's quota uniformly.
@@ -143,7 +154,7 @@ def curate(
         score = np.empty(count)
         score[order] = 1.0 - np.arange(count) / count  # the earlier chosen, the higher
         accepted = np.zeros(count, dtype=bool)
-        accepted[order[: int(round(config.keep * count))]] = True
+        accepted[order[:_match_count(config, count)]] = True
         reason = np.where(accepted, "match", "").astype(object)
     else:
         if config.policy == "human":
@@ -168,6 +179,10 @@ def curate(
     elif config.diversity_guard:
         accepted, reason = _apply_guard(config, score, accepted, reason, groups, group_proportions)
     return Decision(accepted=accepted, reason=reason, score=score)
+
+
+def _match_count(config: CurationPolicy, count: int) -> int:
+    return int(round(config.keep * count))
 
 
 def _accept(config: CurationPolicy, score: np.ndarray, seed: int) -> np.ndarray:

@@ -173,6 +173,13 @@ def test_herding_orders_every_sample_and_random_matched_copies_its_count():
                      discriminator_score=np.full(60, NAN), groups=np.zeros(60, int), group_proportions={0: 1.0},
                      embedding=samples, real_embedding=real)
     assert matched.accepted.sum() == 15 and set(matched.reason[matched.accepted]) == {"random"}
+    # Without the guard the count is the share alone: no embeddings needed, no herding run for it.
+    alone = curate(CurationPolicy(policy="random-matched", match="match", keep=0.25), vote_share=np.full(60, NAN),
+                   discriminator_score=np.full(60, NAN), groups=np.zeros(60, int), group_proportions={0: 1.0})
+    assert np.array_equal(alone.accepted, matched.accepted)
+    assert not CurationPolicy(policy="random-matched", match="match").needs_embeddings
+    assert CurationPolicy(policy="random-matched", match="match", diversity_guard=True).needs_embeddings
+    assert CurationPolicy(policy="match").needs_embeddings and not CurationPolicy(policy="none").needs_embeddings
     assert CurationPolicy(policy="random-matched", match="match").deciding == "match"
     assert not CurationPolicy(policy="match").needs_votes and not CurationPolicy(policy="match").needs_discriminator
     with pytest.raises(ValueError, match="needs the samples' and the curator split's embeddings"):
