@@ -282,8 +282,9 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
     write_atomically(output / "metrics.csv", metrics_csv(plan, results).encode())
     _copy_grids(study, plan, output / "grids")
     write_atomically(output / "headline.md", headline_markdown(plan, results, floor).encode())
-    step_seconds = sum(sum(g.values()) for g in Generation.objects.filter(experiment__study=study).values_list(
-        "timings", flat=True))
+    step_seconds = sum(sum(g.values()) for g in Generation.objects.filter(
+        experiment__study=study, experiment__study_variant__in=[v.name for v in plan.variants]).values_list(
+        "timings", flat=True))  # (of the variants reported)
     report = report_markdown(plan, results, floor, found, seconds=seconds, step_seconds=step_seconds, machine=machine,
                              device=device, plots=plots)
     write_atomically(output / "report.md", report.encode())

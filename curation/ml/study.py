@@ -366,6 +366,102 @@ def chance_statements(plan: StudyPlan, results: Results) -> list[str]:
             f"higher recall) in {CHANCE_BAR:.0%} of the seeds at every generation."]
 
 
+# The bars a curated loop is held to against its first generation, on the paired intervals (seed by seed)
+# of the last generation reported: "not worse than G0" is FD − G0's upper end at most +0.05 and recall −
+# G0's lower end at least −0.01; "better than G0" is FD − G0's upper end below zero with recall not worse;
+# fully synthetic, the loop's own target is recall above its uncurated loop's by at least +0.10 (lower end).
+NOT_WORSE_FD, NOT_WORSE_RECALL, RECALL_GAIN = 0.05, -0.01, 0.10
+
+
+@dataclass(frozen=True)
+class GoalRow:
+    """One curated variant against the bars, at one level of confidence: 95% or after Holm's correction."""
+    variant: Variant
+    generation: int
+    against_g0: dict  # metric -> Comparison, the variant minus G0
+    against_uncurated: dict  # metric -> Comparison, the variant minus the uncurated loop of its mix
+
+    def bars(self, adjusted: bool) -> dict:
+        def interval(comparison):
+            return comparison.adjusted_interval if adjusted else comparison.interval
+
+        fd, recall = interval(self.against_g0["fd"]), interval(self.against_g0["recall"])
+        fd_base, recall_base = interval(self.against_uncurated["fd"]), interval(self.against_uncurated["recall"])
+        recall_kept = recall.low >= NOT_WORSE_RECALL
+        out = {"not worse than G0": fd.high <= NOT_WORSE_FD and recall_kept,
+               "better than G0": fd.high < 0 and recall_kept}
+        if self.variant.loop == "fully-synthetic":
+            out[f"recall ≥ uncurated {RECALL_GAIN:+.2f}"] = recall_base.low >= RECALL_GAIN
+        else:  # better than its uncurated loop on FD or recall, and worse on neither
+            out["better than uncurated"] = ((fd_base.high < 0 or recall_base.low > 0)
+                                            and not (fd_base.low > 0 or recall_base.high < 0))
+        return out
+
+
+def goal_rows(plan: StudyPlan, found: list, generation: int) -> list[GoalRow]:
+    """Every curated variant (random filters and uncurated loops left out) with its comparisons at
+    `generation`, where the report made them."""
+    by_label = {(c.label, c.metric): c for c in found}
+    rows = []
+    for variant in plan.variants:
+        base = uncurated(plan, variant)
+        if base is None or variant.policy == "random-matched":
+            continue
+        against_g0 = {m: by_label.get((f"{variant.name} G{generation} − G0", m)) for m in ("fd", "recall")}
+        against_base = {m: by_label.get((f"{variant.name} G{generation} − {base.name} G{generation}", m))
+                        for m in ("fd", "recall")}
+        if None not in against_g0.values() and None not in against_base.values():
+            rows.append(GoalRow(variant, generation, against_g0, against_base))
+    return rows
+
+
+def goal_markdown(plan: StudyPlan, results: Results, found: list) -> str:
+    """How close each curated loop came to the bars, at the last generation reported: the paired
+    differences at 95%, which bars they meet at 95% and after Holm's correction, and at how many
+    generations its choice beat chance in enough seeds."""
+    generations = report_generations(plan, results)
+    rows = goal_rows(plan, found, generations[-1]) if generations else []
+    if not rows:
+        return "No curated loop has reached a reported generation yet.\n"
+    g = generations[-1]
+    lines = [f"| variant | fd − G0 at G{g} | recall − G0 | fd − uncurated | recall − uncurated | bars met at 95% | "
+             "bars met after Holm | beats chance |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        chance = [beats_chance(plan, results, row.variant.name, n) for n in range(g + 1)]
+        chance = [(wins, measured) for wins, measured in chance if measured]
+        passed = sum(wins >= CHANCE_BAR * measured for wins, measured in chance)
+        cells = [format_interval(row.against_g0[m].interval, signed=True) for m in ("fd", "recall")]
+        cells += [format_interval(row.against_uncurated[m].interval, signed=True) for m in ("fd", "recall")]
+        for adjusted in (False, True):
+            met = [name for name, ok in row.bars(adjusted).items() if ok]
+            cells.append(", ".join(met) if met else "none")
+        cells.append(f"{passed} of {len(chance)} generations" if chance else "–")
+        lines.append(f"| {row.variant.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def goal_statements(plan: StudyPlan, results: Results, found: list) -> list[str]:
+    """Which curated loops meet the bars against G0 at the last reported generation, and, where none
+    does, the one that came closest (the lowest upper end of FD − G0)."""
+    generations = report_generations(plan, results)
+    rows = goal_rows(plan, found, generations[-1]) if generations else []
+    if not rows:
+        return []
+    g, lines = generations[-1], []
+    for bar in ("better than G0", "not worse than G0"):
+        meeting = [row.variant.name for row in rows if row.bars(adjusted=False)[bar]]
+        if meeting:
+            lines.append(f"- {bar[0].upper() + bar[1:]} at G{g} (at 95%; the table says which hold after Holm): "
+                         f"{', '.join(meeting)}.")
+        else:
+            closest = min(rows, key=lambda row: row.against_g0["fd"].interval.high)
+            fd = closest.against_g0["fd"].interval
+            lines.append(f"- No curated loop meets \"{bar}\" at G{g}; closest on FD: {closest.variant.name}, FD − G0 "
+                         f"{format_interval(fd, signed=True)} (the bar: its upper end "
+                         f"{'below zero' if bar == 'better than G0' else f'at most {NOT_WORSE_FD:+.2f}'}).")
+    return lines
+
+
 def metrics_csv(plan: StudyPlan, results: Results) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -438,6 +534,7 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "",
         *statements(plan, results, found),
         *chance_statements(plan, results),
+        *goal_statements(plan, results, found),
         "",
         "## Headline",
         "",
@@ -457,6 +554,18 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         "random with their 95% intervals. A loop that accepts everything (or fewer than 30 samples) has no cell.",
         "",
         chance_markdown(plan, results),
+        "## Against G0: how close each curated loop came",
+        "",
+        f"Each curated loop at the last generation reported, seed by seed against G0 and against the uncurated "
+        f"loop of its mix (paired differences, 95% intervals). The bars: **not worse than G0**, FD − G0's upper "
+        f"end at most {NOT_WORSE_FD:+.2f} and recall − G0's lower end at least {NOT_WORSE_RECALL:+.2f}; **better "
+        f"than G0**, FD − G0's upper end below zero with recall not worse; fully synthetic, recall above the "
+        f"uncurated loop's by at least {RECALL_GAIN:+.2f} (lower end); with real data, **better than uncurated** "
+        f"on FD or recall and worse on neither. Met at 95%, and with the Holm-adjusted intervals of the table "
+        f"above; beats chance: the generations where its choice beat an equal-size random subset in at least "
+        f"{CHANCE_BAR:.0%} of the seeds.",
+        "",
+        goal_markdown(plan, results, found),
         "## Plots",
         "",
         *[f"![{name}]({name})" for name in plots],

@@ -11,8 +11,8 @@ from django.core.management import CommandError, call_command
 
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.study import (
-    StudyPlan, Variant, beats_chance, chance_markdown, chance_statements, comparisons, lever_variants,
-    report_generations, study_variants, uncurated,
+    StudyPlan, Variant, beats_chance, chance_markdown, chance_statements, comparisons, goal_markdown, goal_rows,
+    goal_statements, lever_variants, report_generations, study_variants, uncurated,
 )
 from curation.models import Experiment, Generation, Study
 from curation.services import CurationError
@@ -150,10 +150,15 @@ def test_variants_named_first_run_ahead_and_a_report_can_cover_some_variants(mon
     # Every generation of the variant named first ran before any of the other's.
     assert ran.index(TWO[0]) > max(n for n, name in enumerate(ran) if name == TWO[1])
 
+    Generation.objects.filter(experiment__study_variant=TWO[0]).update(timings={"training": 3600.0})  # not its cost
     write_study_report(study=study, output=tmp_path, seconds=1.0, machine="test", device="cpu", variants=(TWO[1],))
     with (tmp_path / "metrics.csv").open() as handle:
         assert {row["variant"] for row in csv.DictReader(handle)} == {TWO[1]}
     assert f"| {TWO[0]} |" not in (tmp_path / "headline.md").read_text()
+    # The cost it states is of that variant's experiment alone.
+    hours = sum(sum(t.values()) for t in Generation.objects.filter(experiment__study_variant=TWO[1]).values_list(
+        "timings", flat=True)) / 3600
+    assert f"The steps of its 1 experiments took {hours:.2f} h" in (tmp_path / "report.md").read_text()
     with pytest.raises(CurationError, match="has no variant 'loop/no'"):
         write_study_report(study=study, output=tmp_path, seconds=1.0, machine="test", device="cpu", variants=("loop/no",))
     with pytest.raises(CommandError, match="--first: study 'ahead' has no variant 'loop/no'"):
@@ -258,3 +263,38 @@ def test_the_report_counts_the_seeds_where_curation_beat_chance():
     for seed in plan.seeds:
         results[("fully-synthetic/human", seed, 2)]["chosen_recall"] = 0.7
     assert "at every generation in: fully-synthetic/human" in chance_statements(plan, results)[0]
+
+
+def test_the_report_says_how_close_each_curated_loop_came_to_the_bars_against_g0():
+    plan = StudyPlan(base=preset("digits-tiny"), seeds=tuple(range(5)), generations=3, reservoir=600,
+                     variants=tuple(Variant(loop, policy) for loop in ("fully-synthetic", "augmentation")
+                                    for policy in ("none", "human", "random-matched")))
+    rng = np.random.default_rng(1)
+
+    def metrics(variant: Variant, g: int) -> dict:
+        fd, recall = {("fully-synthetic", "none"): (1 + 0.5 * g, 0.9 - 0.1 * g),
+                      ("fully-synthetic", "human"): (1 + 0.5 * g, 0.9 - 0.02 * g),  # keeps recall: +0.16 at G2
+                      ("augmentation", "none"): (1 + 0.05 * g, 0.9),
+                      ("augmentation", "human"): (1 - 0.1 * g, 0.9)}.get((variant.loop, variant.policy), (1.0, 0.9))
+        return {"fd": fd + 0.01 * rng.standard_normal(), "precision": 0.9, "recall": recall, "coverage": 0.9,
+                "memorization": 0.05}
+
+    results = {(v.name, seed, g): metrics(v, g) for v in plan.variants for seed in plan.seeds for g in range(3)}
+    found = comparisons(plan, results)
+    rows = {row.variant.name: row for row in goal_rows(plan, found, 2)}
+    assert set(rows) == {"fully-synthetic/human", "augmentation/human"}  # no uncurated loop, no random filter
+    assert rows["augmentation/human"].bars(adjusted=False) == {
+        "not worse than G0": True, "better than G0": True, "better than uncurated": True}
+    assert rows["fully-synthetic/human"].bars(adjusted=False) == {
+        "not worse than G0": False, "better than G0": False, "recall ≥ uncurated +0.10": True}
+    table = goal_markdown(plan, results, found)
+    assert table.count("\n") == 4 and "| augmentation/human | -0.2" in table
+    said = goal_statements(plan, results, found)
+    assert said[0].startswith("- Better than G0 at G2") and said[0].endswith("augmentation/human.")
+    # Where no loop meets a bar, the report names the closest and its figure.
+    for seed in plan.seeds:
+        results[("augmentation/human", seed, 2)]["fd"] += 0.5
+    said = goal_statements(plan, results, comparisons(plan, results))
+    assert said[0].startswith("- No curated loop meets \"better than G0\" at G2; closest on FD: augmentation/human, FD − G0 +0.2")
+    assert said[0].endswith("(the bar: its upper end below zero).")
+    assert said[1].endswith("(the bar: its upper end at most +0.05).")
