@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
-from curation.ml.plots import CURVE_METRICS, panel_png
-from curation.models import Experiment
+from django.db.models import Count, Q
+
+from curation.ml.plots import CURVE_METRICS, curves_png, panel_png
+from curation.ml.study import (
+    HEADLINE, StudyPlan, chance_statements, comparisons, curve_series, goal_statements, goal_table, headline_table,
+    statements,
+)
+from curation.models import Experiment, Generation, Study
+
+STUDY_PLOTS = (*HEADLINE, "kid", "acceptance_rate")
 
 REPORT_METRICS = (
     "fd",
@@ -171,3 +180,81 @@ def experiment_plot_png(experiment: Experiment) -> Optional[bytes]:
 
 def _number(value) -> float:
     return float("nan") if value is None else float(value)
+
+
+# --- studies ---------------------------------------------------------------------------------------
+
+RUNNING_STATES = (Generation.State.PENDING, Generation.State.TRAINING, Generation.State.SAMPLING,
+                  Generation.State.RATING, Generation.State.CURATING)
+
+
+@dataclass(frozen=True)
+class StudyCell:
+    """One experiment of a study (a variant under a seed): how far it has come."""
+    experiment_id: int
+    status: str
+    done: int  # generations finished
+    running: Optional[dict]  # the generation under way: index, state, progress, message
+
+
+def study_cells(study: Study) -> dict[tuple[str, int], StudyCell]:
+    """(variant, seed) -> its experiment's progress, in two queries."""
+    experiments = study.experiments.annotate(
+        done=Count("generations", filter=Q(generations__state=Generation.State.DONE))).values_list(
+        "pk", "study_variant", "study_seed", "status", "done")
+    running = {}
+    for experiment_id, index, state, fraction, message in Generation.objects.filter(
+            experiment__study=study, state__in=RUNNING_STATES).values_list(
+            "experiment_id", "index", "state", "progress_fraction", "progress_message"):
+        running[experiment_id] = {"index": index, "state": state, "progress": fraction, "message": message}
+    return {(variant, seed): StudyCell(pk, status, done, running.get(pk))
+            for pk, variant, seed, status, done in experiments}
+
+
+def study_progress(study: Study, cells: Optional[dict] = None) -> dict:
+    """Generations done of all the study will run, experiments finished, generations under way."""
+    plan = StudyPlan.from_dict(study.plan)
+    cells = study_cells(study) if cells is None else cells
+    return {"done": sum(c.done for c in cells.values()), "total": len(cells) * plan.generations,
+            "finished": sum(c.status == Experiment.Status.DONE for c in cells.values()), "experiments": len(cells),
+            "running": sum(c.running is not None and c.running["state"] != Generation.State.PENDING
+                           for c in cells.values())}
+
+
+def study_overview(study: Study) -> dict:
+    """What the study page shows: its plan, every experiment's progress, and the report's figures as
+    they stand (computed from the stored metrics, compared where every experiment has arrived)."""
+    from curation.studies import study_results
+
+    plan = StudyPlan.from_dict(study.plan)
+    cells = study_cells(study)
+    results = study_results(study)
+    found = comparisons(plan, results) if results else []
+    experiment = study.experiments.exclude(real_floor={}).first()
+    floor = experiment.real_floor if experiment is not None else {}
+    return {
+        "plan": plan,
+        "progress": study_progress(study, cells),
+        "matrix": [(variant.name, [cells.get((variant.name, seed)) for seed in plan.seeds]) for variant in plan.variants],
+        "statements": [line.removeprefix("- ") for line in (statements(plan, results, found)
+                                                           + chance_statements(plan, results)
+                                                           + goal_statements(plan, results, found))] if results else [],
+        "headline": headline_table(plan, results, floor) if results else None,
+        "goal": goal_table(plan, results, found) if results else None,
+        "changed": plan.changed_settings(),
+    }
+
+
+def study_plot_png(study: Study, metric: str) -> Optional[bytes]:
+    """One metric's curve per variant with its 95% band over seeds, the floor as a band (None before
+    any generation has finished)."""
+    from curation.studies import study_results
+
+    results = study_results(study)
+    if not results:
+        return None
+    plan = StudyPlan.from_dict(study.plan)
+    experiment = study.experiments.exclude(real_floor={}).first()
+    entry = (experiment.real_floor if experiment is not None else {}).get(metric)
+    reference = (entry["mean"], entry["low"], entry["high"]) if isinstance(entry, dict) else None
+    return curves_png(metric, curve_series(plan, results, metric), reference=reference, reference_label="real vs real")

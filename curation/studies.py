@@ -25,6 +25,7 @@ from curation import media, study_worker
 from curation.ml.experiment_config import ExperimentConfig
 from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
 from curation.models import Experiment, Generation, Study
+from curation.selectors import study_progress
 from curation.services import CurationError, create_experiment, extend_experiment, start_experiment
 from training.files import write_atomically
 from training.progress import ProgressCallback
@@ -109,14 +110,6 @@ def _experiment(study: Study, plan: StudyPlan, variant: Variant, seed: int, crea
     return existing
 
 
-def study_progress(study: Study) -> tuple[int, int]:
-    """Generations done, of all the study's experiments will run."""
-    plan = StudyPlan.from_dict(study.plan)
-    total = study.experiments.count() * plan.generations
-    done = Generation.objects.filter(experiment__study=study, state=State.DONE).count()
-    return done, total
-
-
 def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCallback] = None,
               first: tuple[str, ...] = ()) -> list[Experiment]:
     """Carry out every unfinished experiment of the study here, one generation at a time, `workers` at
@@ -136,8 +129,8 @@ def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCall
 
     def report(message: str) -> None:
         if progress is not None:
-            done, total = study_progress(study)
-            progress(done, total, message)
+            counts = study_progress(study)
+            progress(counts["done"], counts["total"], message)
 
     if workers <= 1:  # here, in this process (and its database connection: a test's database too)
         while queue:

@@ -27,8 +27,11 @@ from curation.exports import download
 from curation.images import grid_png, read_images
 from curation.media import open_file
 from curation.ml.experiment_config import ConfigError, preset
-from curation.models import Experiment, Export, Generation, RealDataset
-from curation.selectors import experiment_plot_png, generation_agreement, generation_report
+from curation.models import Experiment, Export, Generation, RealDataset, Study
+from curation.selectors import (
+    STUDY_PLOTS, experiment_plot_png, generation_agreement, generation_report, study_overview, study_plot_png,
+    study_progress,
+)
 from curation.uploads import upload_too_large
 from curation.services import ACTIONS, CurationError, allowed_actions, create_experiment, perform_action
 from training.image_folder import MAX_SIDE, ImportProblem
@@ -210,6 +213,40 @@ def experiment_plot(request, pk: int):
     png = experiment_plot_png(get_object_or_404(Experiment, pk=pk))
     if png is None:
         raise Http404("no generation has metrics yet")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+@staff_only
+def study_list(request):
+    studies = [(study, study_progress(study)) for study in Study.objects.all()]
+    return render(request, "curation/study_list.html", {"studies": studies})
+
+
+@staff_only
+def study_detail(request, pk: int):
+    study = get_object_or_404(Study, pk=pk)
+    overview = study_overview(study)
+    return render(request, "curation/study_detail.html", {
+        "study": study, **overview, "plots": STUDY_PLOTS if overview["headline"] else (),
+        "plot_version": overview["progress"]["done"],
+    })
+
+
+@staff_only
+def study_progress_json(request, pk: int):
+    return JsonResponse(study_progress(get_object_or_404(Study, pk=pk)))
+
+
+@staff_only
+def study_plot(request, pk: int, metric: str):
+    """One metric's curves over generations, a curve per variant with its 95% band over seeds."""
+    if metric not in STUDY_PLOTS:
+        raise Http404(f"no plot of {metric!r}: one of {', '.join(STUDY_PLOTS)}")
+    png = study_plot_png(get_object_or_404(Study, pk=pk), metric)
+    if png is None:
+        raise Http404("no generation has finished yet")
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=60"
     return response

@@ -28,7 +28,8 @@ from django.utils.regex_helper import normalize
 from curation import media
 from curation.images import encode_png
 from curation.ml.experiment_config import preset
-from curation.models import Experiment, Export, Generation, Rater, Vote
+from curation.ml.study import StudyPlan, Variant
+from curation.models import Experiment, Export, Generation, Rater, Study, Vote
 from curation.services import create_experiment
 
 from .curation.factories import human_rater, open_generation
@@ -175,6 +176,10 @@ ROUTES = {
     "curation:export-create": Route(get=staff_pages(405), post=staff_pages(REDIRECT), kwargs=_pk("experiment")),
     "curation:export-download": Route(get=staff_pages(200), kwargs=_pk("export")),
     "curation:dataset-list": Route(get=staff_pages(200), post=staff_pages(400)),
+    "curation:study-list": Route(get=staff_pages(200)),
+    "curation:study-detail": Route(get=staff_pages(200), kwargs=_pk("study")),
+    "curation:study-progress": Route(get=staff_pages(200), kwargs=_pk("study")),
+    "curation:study-plot": Route(get=staff_pages(200), kwargs=lambda world: {"pk": world.study.pk, "metric": "fd"}),
     # Rating: raters and staff; a paused rater is told so and gets nothing to rate
     "curation:rate": Route(get=rater_pages(rater=200, paused=200, staff=200)),
     "curation:grid": Route(get=rater_pages(rater=200, paused=403, staff=200),
@@ -356,6 +361,18 @@ def api_token(user) -> str:
     return Token.objects.get_or_create(user=user)[0].key
 
 
+def _study() -> Study:
+    """A study of one experiment, with its G0 finished (so that its page has figures and plots)."""
+    plan = StudyPlan(base=preset("digits-tiny"), variants=(Variant("fully-synthetic", "none"),), seeds=(0,),
+                     generations=2, reservoir=0)
+    study = Study.objects.create(name="study", plan=plan.to_dict())
+    experiment = create_experiment(name="study run", config=preset("digits-tiny"))
+    Experiment.objects.filter(pk=experiment.pk).update(study=study, study_variant="fully-synthetic/none", study_seed=0)
+    Generation.objects.create(experiment=experiment, index=0, state=Generation.State.DONE,
+                              metrics={"fd": 2.0, "precision": 0.9, "recall": 0.9, "coverage": 0.9})
+    return study
+
+
 def build_world() -> SimpleNamespace:
     generation = open_generation(preset("digits-tiny"), samples=8, votes_needed=2, gold_rate=0.2)
     experiment = generation.experiment
@@ -388,6 +405,7 @@ def build_world() -> SimpleNamespace:
 
     return SimpleNamespace(
         users=users,
+        study=_study(),
         token_users={RATER_TOKEN: users[RATER], STAFF_TOKEN: users[STAFF]},
         experiment=experiment,
         draft=create_experiment(name="draft", config=preset("digits-tiny")),

@@ -245,28 +245,38 @@ def _mean_cell(column: np.ndarray) -> str:
     return format_interval(mean_interval(column)) if (~np.isnan(column)).any() else "–"
 
 
-def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
-    """The README's table: the floor, G0, then every variant at the reported generations, mean [95% CI]
-    over seeds for each headline metric, and its cost: the median seconds a generation after G0 took (a
-    median, so that a generation slowed by something else on the machine does not set it)."""
+def headline_table(plan: StudyPlan, results: Results, floor: dict) -> tuple[list[str], list[list[str]]]:
+    """The README's table, as its header and rows: the floor, G0, then every variant at the reported
+    generations, mean [95% CI] over seeds for each headline metric, and its cost: the median seconds a
+    generation after G0 took (a median, so that a generation slowed by something else on the machine does
+    not set it)."""
     generations = report_generations(plan, results) or [0]
-    columns = [f"{metric} G{g}" for g in generations for metric in HEADLINE] + ["s/generation"]
-    lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    header = ["row"] + [f"{metric} G{g}" for g in generations for metric in HEADLINE] + ["s/generation"]
     floor_cells = []
     for _ in generations:
         for metric in HEADLINE:
             entry = floor.get(metric)
             floor_cells.append(f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]" if isinstance(
                 entry, dict) else "–")
-    lines.append("| real vs real (floor) | " + " | ".join(floor_cells) + " | – |")
+    rows = [["real vs real (floor)", *floor_cells, "–"]]
     first = plan.variants[0].name
-    g0 = [_mean_cell(values(plan, results, first, 0, m)) for _ in generations for m in HEADLINE]
-    lines.append("| G0 (every variant's start) | " + " | ".join(g0) + f" | {_cost(plan, results, first, [0])} |")
+    rows.append(["G0 (every variant's start)", *(_mean_cell(values(plan, results, first, 0, m))
+                                                 for _ in generations for m in HEADLINE),
+                 _cost(plan, results, first, [0])])
+    later = list(range(1, plan.generations))
     for variant in plan.variants:
-        cells = [_mean_cell(values(plan, results, variant.name, g, m)) for g in generations for m in HEADLINE]
-        later = list(range(1, plan.generations))
-        lines.append(f"| {variant.name} | " + " | ".join(cells) + f" | {_cost(plan, results, variant.name, later)} |")
-    return "\n".join(lines) + "\n"
+        rows.append([variant.name, *(_mean_cell(values(plan, results, variant.name, g, m))
+                                     for g in generations for m in HEADLINE), _cost(plan, results, variant.name, later)])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def headline_markdown(plan: StudyPlan, results: Results, floor: dict) -> str:
+    return markdown_table(*headline_table(plan, results, floor))
 
 
 def _cost(plan: StudyPlan, results: Results, variant: str, generations: list[int]) -> str:
@@ -415,17 +425,18 @@ def goal_rows(plan: StudyPlan, found: list, generation: int) -> list[GoalRow]:
     return rows
 
 
-def goal_markdown(plan: StudyPlan, results: Results, found: list) -> str:
+def goal_table(plan: StudyPlan, results: Results, found: list) -> Optional[tuple[list[str], list[list[str]]]]:
     """How close each curated loop came to the bars, at the last generation reported: the paired
     differences at 95%, which bars they meet at 95% and after Holm's correction, and at how many
-    generations its choice beat chance in enough seeds."""
+    generations its choice beat chance in enough seeds. None before any curated loop has reached one."""
     generations = report_generations(plan, results)
     rows = goal_rows(plan, found, generations[-1]) if generations else []
     if not rows:
-        return "No curated loop has reached a reported generation yet.\n"
+        return None
     g = generations[-1]
-    lines = [f"| variant | fd − G0 at G{g} | recall − G0 | fd − uncurated | recall − uncurated | bars met at 95% | "
-             "bars met after Holm | beats chance |", "|---|---|---|---|---|---|---|---|"]
+    header = ["variant", f"fd − G0 at G{g}", "recall − G0", "fd − uncurated", "recall − uncurated", "bars met at 95%",
+              "bars met after Holm", "beats chance"]
+    table = []
     for row in rows:
         chance = [beats_chance(plan, results, row.variant.name, n) for n in range(g + 1)]
         chance = [(wins, measured) for wins, measured in chance if measured]
@@ -436,8 +447,13 @@ def goal_markdown(plan: StudyPlan, results: Results, found: list) -> str:
             met = [name for name, ok in row.bars(adjusted).items() if ok]
             cells.append(", ".join(met) if met else "none")
         cells.append(f"{passed} of {len(chance)} generations" if chance else "–")
-        lines.append(f"| {row.variant.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append([row.variant.name, *cells])
+    return header, table
+
+
+def goal_markdown(plan: StudyPlan, results: Results, found: list) -> str:
+    table = goal_table(plan, results, found)
+    return markdown_table(*table) if table else "No curated loop has reached a reported generation yet.\n"
 
 
 def goal_statements(plan: StudyPlan, results: Results, found: list) -> list[str]:

@@ -298,3 +298,39 @@ def test_the_report_says_how_close_each_curated_loop_came_to_the_bars_against_g0
     assert said[0].startswith("- No curated loop meets \"better than G0\" at G2; closest on FD: augmentation/human, FD − G0 +0.2")
     assert said[0].endswith("(the bar: its upper end below zero).")
     assert said[1].endswith("(the bar: its upper end at most +0.05).")
+
+
+def test_staff_watch_a_study_on_its_page_with_its_figures_as_they_stand(client):
+    from django.contrib.auth import get_user_model
+
+    study = create_study(name="watched", plan=tiny_plan(seeds=(0, 1, 2)))
+    client.force_login(get_user_model().objects.create_user("staff", password="x" * 12, is_staff=True))
+    assert "No generation has finished yet" in client.get(f"/studies/{study.pk}/").content.decode()
+    assert client.get(f"/studies/{study.pk}/fd.png").status_code == 404
+    rng = np.random.default_rng(0)
+    for experiment in study.experiments.all():
+        for index in (0, 1):
+            Generation.objects.update_or_create(experiment=experiment, index=index, defaults={
+                "state": Generation.State.DONE, "timings": {"training": 10.0},
+                "metrics": {"fd": 1.0 + index * (0.5 if "random" in experiment.study_variant else 0.2)
+                            + 0.01 * rng.standard_normal(), "precision": 0.9, "recall": 0.9, "coverage": 0.9,
+                            "memorization": 0.05}})
+    Generation.objects.filter(experiment=study.experiments.first(), index=1).update(state=Generation.State.TRAINING)
+
+    progress = client.get(f"/studies/{study.pk}/progress.json").json()
+    assert progress == {"done": 11, "total": 12, "finished": 0, "experiments": 6, "running": 1}
+    assert f'href="/studies/{study.pk}/"' in client.get("/studies/").content.decode()
+    page = client.get(f"/studies/{study.pk}/").content.decode()
+    # Compared where every experiment has arrived: G0 only while one G1 still trains.
+    assert "No generation has finished yet" not in page and "fd G0" in page and "fd G1" not in page
+    assert "11 / 12 generations done" in page and "G1 training" in page
+    Generation.objects.filter(experiment__study=study, index=1).update(state=Generation.State.DONE)
+    page = client.get(f"/studies/{study.pk}/").content.decode()
+    assert "<td>fully-synthetic/random(human)</td>" in page and "fd G1" in page
+    assert "fully-synthetic/random(human) G1 − G0 on fd" in page  # a statement derived from the figures
+    plot = client.get(f"/studies/{study.pk}/fd.png")
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    assert client.get(f"/studies/{study.pk}/vibes.png").status_code == 404
+    assert client.get(f"/studies/{study.pk + 1}/").status_code == 404
+    experiment = study.experiments.first()
+    assert f'href="/studies/{study.pk}/"' in client.get(f"/experiments/{experiment.pk}/").content.decode()

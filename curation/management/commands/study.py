@@ -15,10 +15,9 @@ from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.study import StudyPlan, lever_variants, study_variants
 from curation.models import Study
+from curation.selectors import study_progress
 from curation.services import CurationError
-from curation.studies import (
-    create_study, plan_study, queue_study, run_study, study_progress, variants_named, write_study_report,
-)
+from curation.studies import create_study, plan_study, queue_study, run_study, variants_named, write_study_report
 from training.model import resolve_device
 
 
@@ -59,20 +58,20 @@ class Command(BaseCommand):
             first = tuple(v.name for v in variants_named(study, _names(options["first"])))
         except CurationError as error:
             raise CommandError(f"--first: {error}") from error
-        done, total = study_progress(study)
+        counts = study_progress(study)
         self.stdout.write(f"study {study.name!r}: {len(plan.variants)} variants × {len(plan.seeds)} seeds × "
-                          f"G0..G{plan.generations - 1} = {study.experiments.count()} experiments; "
-                          f"{done}/{total} generations done")
+                          f"G0..G{plan.generations - 1} = {counts['experiments']} experiments; "
+                          f"{counts['done']}/{counts['total']} generations done")
         started = time.monotonic()
         if options["queue"]:
             queued = queue_study(study=study)
-            self.stdout.write(f"queued {queued} experiment(s) for the Celery workers; when they are done, run this "
-                              "command again with --report-only")
+            self.stdout.write(f"queued {queued} experiment(s) for the Celery workers; watch them on the study's page "
+                              f"(/studies/{study.pk}/), and when they are done run this command again with --report-only")
             return
         if not options["report_only"]:
             cores = os.cpu_count() or 1
             workers = options["workers"] or max(1, cores // 2)
-            bar = tqdm(total=total, initial=done, unit="generation", desc="study")
+            bar = tqdm(total=counts["total"], initial=counts["done"], unit="generation", desc="study")
 
             def progress(done: int, total: int, message: str) -> None:
                 bar.total, bar.n = total, done
