@@ -98,7 +98,7 @@ def metrics(request):
 
 @staff_only
 def experiment_list(request):
-    experiments = Experiment.objects.prefetch_related("generations")
+    experiments = Experiment.objects.select_related("study").prefetch_related("generations")
     return render(request, "curation/experiment_list.html", {"experiments": experiments})
 
 

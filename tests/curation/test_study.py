@@ -334,3 +334,4 @@ def test_staff_watch_a_study_on_its_page_with_its_figures_as_they_stand(client):
     assert client.get(f"/studies/{study.pk + 1}/").status_code == 404
     experiment = study.experiments.first()
     assert f'href="/studies/{study.pk}/"' in client.get(f"/experiments/{experiment.pk}/").content.decode()
+    assert f'href="/studies/{study.pk}/">watched</a> (fully-synthetic' in client.get("/experiments/").content.decode()
