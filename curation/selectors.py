@@ -1,4 +1,4 @@
-"""Read-only queries: what an experiment's generations measured."""
+"""Read-only queries: what an experiment's generations measured, and how a study stands."""
 
 from __future__ import annotations
 
@@ -221,17 +221,30 @@ def study_progress(study: Study, cells: Optional[dict] = None) -> dict:
                            for c in cells.values())}
 
 
+def study_results(study: Study) -> dict:
+    """(variant, seed, generation) -> the generation's stored metrics and `step_seconds`, for every
+    finished generation."""
+    rows = Generation.objects.filter(experiment__study=study, state=Generation.State.DONE).values_list(
+        "experiment__study_variant", "experiment__study_seed", "index", "metrics", "timings")
+    # With each generation's cost: the seconds its steps took (training, sampling, rating, curating).
+    return {(variant, seed, index): {**metrics, "step_seconds": round(sum((timings or {}).values()), 1)}
+            for variant, seed, index, metrics, timings in rows}
+
+
+def study_floor(study: Study) -> dict:
+    """The real-vs-real floor of every metric on the study's held-out split, as its experiments store it."""
+    experiment = study.experiments.exclude(real_floor={}).first()
+    return experiment.real_floor if experiment is not None else {}
+
+
 def study_overview(study: Study) -> dict:
     """What the study page shows: its plan, every experiment's progress, and the report's figures as
     they stand (computed from the stored metrics, compared where every experiment has arrived)."""
-    from curation.studies import study_results
-
     plan = StudyPlan.from_dict(study.plan)
     cells = study_cells(study)
     results = study_results(study)
     found = comparisons(plan, results) if results else []
-    experiment = study.experiments.exclude(real_floor={}).first()
-    floor = experiment.real_floor if experiment is not None else {}
+    floor = study_floor(study)
     return {
         "plan": plan,
         "progress": study_progress(study, cells),
@@ -245,16 +258,16 @@ def study_overview(study: Study) -> dict:
     }
 
 
-def study_plot_png(study: Study, metric: str) -> Optional[bytes]:
-    """One metric's curve per variant with its 95% band over seeds, the floor as a band (None before
-    any generation has finished)."""
-    from curation.studies import study_results
+def study_curves_png(plan: StudyPlan, results: dict, floor: dict, metric: str) -> bytes:
+    """One metric's curve per variant with its 95% band over seeds, the floor as a band."""
+    entry = floor.get(metric)
+    reference = (entry["mean"], entry["low"], entry["high"]) if isinstance(entry, dict) else None
+    return curves_png(metric, curve_series(plan, results, metric), reference=reference, reference_label="real vs real")
 
+
+def study_plot_png(study: Study, metric: str) -> Optional[bytes]:
+    """The study's curves of one metric as they stand (None before any generation has finished)."""
     results = study_results(study)
     if not results:
         return None
-    plan = StudyPlan.from_dict(study.plan)
-    experiment = study.experiments.exclude(real_floor={}).first()
-    entry = (experiment.real_floor if experiment is not None else {}).get(metric)
-    reference = (entry["mean"], entry["low"], entry["high"]) if isinstance(entry, dict) else None
-    return curves_png(metric, curve_series(plan, results, metric), reference=reference, reference_label="real vs real")
+    return study_curves_png(StudyPlan.from_dict(study.plan), results, study_floor(study), metric)

@@ -23,9 +23,9 @@ from django.db import connections, transaction
 from curation.datasets import dataset_named, dataset_split
 from curation import media, study_worker
 from curation.ml.experiment_config import ExperimentConfig
-from curation.ml.study import StudyPlan, Variant, comparisons, curve_series, metrics_csv, report_markdown
+from curation.ml.study import StudyPlan, Variant, comparisons, metrics_csv, report_markdown
 from curation.models import Experiment, Generation, Study
-from curation.selectors import study_progress
+from curation.selectors import STUDY_PLOTS, study_curves_png, study_floor, study_progress, study_results
 from curation.services import CurationError, create_experiment, extend_experiment, start_experiment
 from training.files import write_atomically
 from training.progress import ProgressCallback
@@ -211,16 +211,6 @@ def queue_study(*, study: Study) -> int:
     return queued
 
 
-def study_results(study: Study) -> dict:
-    """(variant, seed, generation) -> the generation's stored metrics and `step_seconds`, for every
-    finished generation."""
-    rows = Generation.objects.filter(experiment__study=study, state=State.DONE).values_list(
-        "experiment__study_variant", "experiment__study_seed", "index", "metrics", "timings")
-    # With each generation's cost: the seconds its steps took (training, sampling, rating, curating).
-    return {(variant, seed, index): {**metrics, "step_seconds": round(sum((timings or {}).values()), 1)}
-            for variant, seed, index, metrics, timings in rows}
-
-
 def measure_chance(study: Study) -> int:
     """Curation against chance (`choice_versus_chance`) for the study's generations curated before the
     curation step measured it; stored with their metrics. Returns how many were measured now."""
@@ -250,8 +240,7 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
                        variants: tuple[str, ...] = ()) -> Path:
     """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under
     `output`: over every variant, or over `variants` alone (compared where those have all arrived)."""
-    from curation.ml.plots import curves_png
-    from curation.ml.study import HEADLINE, headline_markdown
+    from curation.ml.study import headline_markdown
 
     plan = StudyPlan.from_dict(study.plan)
     if variants:
@@ -260,17 +249,13 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
     results = study_results(study)
     if not results:
         raise CurationError(f"study {study.name!r} has no finished generation yet: nothing to report")
-    experiment = study.experiments.exclude(real_floor={}).first()
-    floor = experiment.real_floor if experiment is not None else {}
+    floor = study_floor(study)
     output.mkdir(parents=True, exist_ok=True)
     found = comparisons(plan, results)
     plots = []
-    for metric in (*HEADLINE, "kid", "acceptance_rate"):
-        entry = floor.get(metric)
-        reference = (entry["mean"], entry["low"], entry["high"]) if isinstance(entry, dict) else None
+    for metric in STUDY_PLOTS:
         name = f"plot-{metric}.png"
-        write_atomically(output / name, curves_png(metric, curve_series(plan, results, metric), reference=reference,
-                                         reference_label="real vs real"))
+        write_atomically(output / name, study_curves_png(plan, results, floor, metric))
         plots.append(name)
     write_atomically(output / "metrics.csv", metrics_csv(plan, results).encode())
     _copy_grids(study, plan, output / "grids")

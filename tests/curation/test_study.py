@@ -16,7 +16,8 @@ from curation.ml.study import (
 )
 from curation.models import Experiment, Generation, Study
 from curation.services import CurationError
-from curation.studies import create_study, plan_study, run_study, study_results, write_study_report
+from curation.selectors import study_results
+from curation.studies import create_study, plan_study, run_study, write_study_report
 
 pytestmark = pytest.mark.django_db
 
