@@ -22,8 +22,9 @@ from django.db import connections, transaction
 
 from curation.datasets import dataset_named, dataset_split
 from curation import media, study_worker
-from curation.ml.experiment_config import ExperimentConfig
-from curation.ml.study import StudyPlan, Variant, comparisons, metrics_csv, report_markdown
+from curation.ml.experiment_config import ConfigError, ExperimentConfig
+from curation.ml.study import (StudyPlan, Variant, comparisons, include_runs, metrics_csv, read_metrics_csv,
+                                 report_markdown)
 from curation.models import Experiment, Generation, Study
 from curation.selectors import STUDY_PLOTS, study_curves_png, study_floor, study_progress, study_results
 from curation.services import CurationError, create_experiment, extend_experiment, start_experiment
@@ -237,9 +238,10 @@ def measure_chance(study: Study) -> int:
 
 
 def write_study_report(*, study: Study, output: Path, seconds: float, machine: str, device: str,
-                       variants: tuple[str, ...] = ()) -> Path:
+                       variants: tuple[str, ...] = (), include: tuple[Path, ...] = ()) -> Path:
     """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under
-    `output`: over every variant, or over `variants` alone (compared where those have all arrived)."""
+    `output`: over every variant, or over `variants` alone (compared where those have all arrived), with
+    the variants of the earlier runs whose metrics.csv `include` names added (`include_runs`)."""
     from curation.ml.study import headline_markdown
 
     plan = StudyPlan.from_dict(study.plan)
@@ -249,6 +251,19 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
     results = study_results(study)
     if not results:
         raise CurationError(f"study {study.name!r} has no finished generation yet: nothing to report")
+    runs = {}
+    for path in include:
+        source = "/".join(Path(path).parts[-2:])  # the run's folder and file, not this machine's path
+        try:
+            runs[source] = read_metrics_csv(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            raise CurationError(f"cannot read {source}: {error}") from error
+        except ConfigError as error:
+            raise CurationError(f"{source}: {error}") from error
+    try:
+        plan, results, included = include_runs(plan, results, runs)
+    except ConfigError as error:
+        raise CurationError(str(error)) from error
     floor = study_floor(study)
     output.mkdir(parents=True, exist_ok=True)
     found = comparisons(plan, results)
@@ -263,8 +278,10 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
     step_seconds = sum(sum(g.values()) for g in Generation.objects.filter(
         experiment__study=study, experiment__study_variant__in=[v.name for v in plan.variants]).values_list(
         "timings", flat=True))  # (of the variants reported)
+    step_seconds += sum(row.get("step_seconds", 0.0) for (name, _, _), row in results.items()
+                        if any(name in names for names in included.values()))
     report = report_markdown(plan, results, floor, found, seconds=seconds, step_seconds=step_seconds, machine=machine,
-                             device=device, plots=plots)
+                             device=device, plots=plots, included=included)
     write_atomically(output / "report.md", report.encode())
     return output / "report.md"
 

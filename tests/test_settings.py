@@ -118,3 +118,11 @@ def test_stored_files_are_for_staff_alone(client, settings, media_root):
 def test_the_health_check_answers_when_the_database_does(client):
     response = client.get("/healthz/")
     assert response.status_code == 200 and response.content == b"ok"
+
+
+def test_a_command_on_a_database_not_yet_set_up_says_to_migrate(tmp_path):
+    result = run(["manage.py", "export", "--experiment", "1", "--format", "manifest", "--output", str(tmp_path / "x")],
+                 OUROBOROS_VAR_DIR=str(tmp_path))
+    assert result.returncode == 1
+    assert "the database is not set up" in result.stderr and "Run `python manage.py migrate` first" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -497,6 +497,86 @@ def _cell(value) -> str:
     return f"{value:.5f}" if isinstance(value, float) else str(value)
 
 
+# --- a study in parts ------------------------------------------------------------------------------
+
+# What a rerun of the same experiment reproduces (the loop is deterministic on a CPU: the same code,
+# settings, data and seed give the same figures), and so what the generations two runs share must agree
+# on, to a metrics.csv's five decimals; the columns read back as counts.
+REPRODUCED = ("fd", "kid", "precision", "recall", "density", "coverage", "memorization")
+COUNTS = ("classes_covered", "accepted")
+
+
+def read_metrics_csv(text: str) -> Results:
+    """A report's metrics.csv read back into results (`metrics_csv`'s inverse); the columns an older
+    report lacks stay missing."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"variant", "seed", "generation"} - set(reader.fieldnames or ())
+    if missing:
+        raise ConfigError(f"not a study's metrics.csv: it has no {', '.join(sorted(missing))} column")
+    results = {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            results[(row["variant"], int(row["seed"]), int(row["generation"]))] = {
+                metric: int(value) if metric in COUNTS else float(value)
+                for metric in METRICS if (value := row.get(metric) or "")}
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"line {line} of the metrics.csv: {error}") from None
+    return results
+
+
+def include_runs(plan: StudyPlan, results: Results, runs: dict[str, Results]) -> tuple[StudyPlan, Results, dict]:
+    """The study with the variants of earlier runs added (each run's metrics.csv read back, by its name
+    in `runs`): a study run in parts, on other days or machines. A variant the study has is not taken
+    from a run, only checked against it. Every generation a run shares with the study (its G0s, which
+    every variant of a seed shares, and the same variant's generations) must agree on the metrics a rerun
+    reproduces, and a run must share at least one, or it is not a part of this study: ConfigError, as
+    when an added variant lacks a seed. Returns the plan, the results and, per run, the variants taken."""
+    known = {v.name: v for v in study_variants() + lever_variants()}
+    own = {v.name for v in plan.variants}
+    variants, merged, taken = list(plan.variants), dict(results), {}
+    for source, run in runs.items():
+        names = list(dict.fromkeys(name for name, _, _ in run))
+        unknown = [name for name in names if name not in known and name not in own]
+        if unknown:
+            raise ConfigError(f"{source}: unknown variant {unknown[0]!r}")
+        added = [known[name] for name in names if name not in own]
+        for variant in added:
+            lacking = [seed for seed in plan.seeds if (variant.name, seed, 0) not in run]
+            if lacking:
+                raise ConfigError(f"{source}: {variant.name} has no G0 for seed {lacking[0]}; the study's report "
+                                  f"needs every one of its seeds ({', '.join(map(str, plan.seeds))})")
+        shared = 0  # metrics compared
+        for (name, seed, generation), row in run.items():
+            if seed not in plan.seeds or generation >= plan.generations:
+                continue
+            mine = merged.get((name, seed, generation))
+            if mine is None and generation == 0:
+                mine = merged.get((plan.variants[0].name, seed, 0))
+            if mine is not None:
+                shared += _agree(source, (name, seed, generation), mine, row)
+            if name not in own:
+                merged[(name, seed, generation)] = row
+        if not shared:
+            raise ConfigError(f"{source} shares no finished generation with this study (not even a G0): nothing "
+                              f"shows it ran the same settings and data")
+        taken[source] = [variant.name for variant in added]
+        variants += added
+        own |= {variant.name for variant in added}
+    return replace(plan, variants=tuple(variants)), merged, taken
+
+
+def _agree(source: str, key: tuple, mine: dict, theirs: dict) -> int:
+    """How many metrics the two runs' figures of one generation share (all of which must agree)."""
+    shared = [metric for metric in REPRODUCED if mine.get(metric) is not None and theirs.get(metric) is not None]
+    for metric in shared:
+        a, b = mine[metric], theirs[metric]
+        if abs(a - b) > 1e-5 + 1e-4 * abs(a):
+            name, seed, generation = key
+            raise ConfigError(f"{source}: {name}, seed {seed}, G{generation} has {metric} {b:.5f} there and {a:.5f} "
+                              f"here: not the same code, settings or data, so its rows cannot join this report")
+    return len(shared)
+
+
 def curve_series(plan: StudyPlan, results: Results, metric: str) -> dict:
     """Per variant, (mean, low, high) at each generation: the curves and their 95% bands."""
     series = {}
@@ -514,16 +594,22 @@ def curve_series(plan: StudyPlan, results: Results, metric: str) -> dict:
 
 
 def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list, *, seconds: float,
-                    step_seconds: float, machine: str, device: str, plots: list[str]) -> str:
+                    step_seconds: float, machine: str, device: str, plots: list[str],
+                    included: Optional[dict] = None) -> str:
+    """The report; `included`: per earlier run, the variants read from its metrics.csv (`include_runs`),
+    whose recorded step seconds `step_seconds` counts."""
     base = plan.base
     last = plan.generations - 1
     complete = reached(plan, results)
     changed = plan.changed_settings()
+    included = {source: names for source, names in (included or {}).items() if names}
+    experiments = len(plan.variants) * len(plan.seeds)
+    read = [f"{', '.join(names)} from `{source}`" for source, names in included.items()]
     lines = [
         "# Collapse study",
         "",
         f"{len(plan.variants)} loop variants × {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))}) × "
-        f"G0–G{last}: {len(plan.variants) * len(plan.seeds)} ordinary experiments run by the product's pipeline, "
+        f"G0–G{last}: {experiments} ordinary experiments run by the product's pipeline, "
         f"every variant of a seed starting from the same G0. Preset `{plan.preset or 'custom'}`; real pool "
         f"{base.pool_size} drawn from the training split, training sets of {base.mix.train_size}, "
         f"{base.samples_per_generation} samples per generation, simulated raters "
@@ -531,9 +617,14 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         f"{base.rating.rating_budget} of them; the discriminator scores the rest.",
         "",
         *([f"Settings changed from the preset: {'; '.join(changed)}.", ""] if changed else []),
+        *([f"**Run in parts:** this report reads variants from earlier runs' metrics.csv: {'; '.join(read)}. The "
+           f"loop is deterministic on a CPU (the same code, settings, data and seed give the same figures), and every "
+           f"generation those runs share with this one (each seed's G0 at least) agrees on "
+           f"{', '.join(REPRODUCED)} to five decimals; their experiments are not in this database (no sample grids).",
+           ""] if included else []),
         *([f"**Stopped early:** every experiment has finished G0–G{complete} of the planned G0–G{last}; the "
            f"tables compare them there (resume with the same --name).", ""] if complete < last else []),
-        f"The steps of its {len(plan.variants) * len(plan.seeds)} experiments took {step_seconds / 3600:.2f} h in "
+        f"The steps of its {experiments} experiments took {step_seconds / 3600:.2f} h in "
         f"all (training, sampling, rating, curating; summed over experiments run side by side) on "
         f"{machine or platform.machine()}, device `{device}`; the last invocation ran {seconds / 60:.1f} min.",
         "",

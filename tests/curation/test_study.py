@@ -4,6 +4,7 @@ report whose statistics come from their stored metrics."""
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from django.core.management import CommandError, call_command
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.study import (
     StudyPlan, Variant, beats_chance, chance_markdown, chance_statements, comparisons, goal_markdown, goal_rows,
-    goal_statements, lever_variants, report_generations, study_variants, uncurated,
+    goal_statements, include_runs, lever_variants, metrics_csv, read_metrics_csv, report_generations, study_variants,
+    uncurated,
 )
 from curation.models import Experiment, Generation, Study
 from curation.services import CurationError
@@ -188,6 +190,73 @@ def test_the_command_runs_a_study_and_refuses_bad_ones(tmp_path, capsys):
                      "--set", "mix.real_fraction=2")
     with pytest.raises(CommandError, match="no study named"):
         call_command("study", "--name", "never planned", "--output", str(tmp_path), "--report-only")
+
+
+def test_a_report_joins_the_variants_of_an_earlier_run_when_their_shared_generations_agree(tmp_path):
+    call_command("study", "--name", "part", "--generations", "1", "--seeds", "1", "--preset", "digits-tiny",
+                 "--variants", TWO[0], "--workers", "1", "--output", str(tmp_path / "mine"),
+                 "--set", "continue_training=true", "--set", "continue_steps=10")
+    # An earlier run of the other variant, kept as its metrics.csv (here: the same figures under its name).
+    lines = (tmp_path / "mine" / "metrics.csv").read_text().splitlines()
+    earlier = tmp_path / "earlier" / "metrics.csv"
+    earlier.parent.mkdir()
+    earlier.write_text("\n".join([lines[0]] + [line.replace(TWO[0], TWO[1], 1) for line in lines[1:]]) + "\n")
+    call_command("study", "--name", "part", "--report-only", "--include", str(earlier), "--output", str(tmp_path / "both"))
+    report = (tmp_path / "both" / "report.md").read_text()
+    assert f"**Run in parts:** this report reads variants from earlier runs' metrics.csv: {TWO[1]} from " \
+           f"`earlier/metrics.csv`" in report and str(tmp_path) not in report
+    assert f"| {TWO[1]} |" in (tmp_path / "both" / "headline.md").read_text()
+    assert f"{TWO[1]} G1 − {TWO[0]} G1" in report  # compared seed by seed with this study's own variants
+    with (tmp_path / "both" / "metrics.csv").open() as handle:
+        assert {row["variant"] for row in csv.DictReader(handle)} == set(TWO)
+    # A run whose G0 differs ran other settings or data: refused, naming what disagrees.
+    fd = lines[0].split(",").index("fd")
+    g0 = next(line.split(",") for line in lines[1:] if line.split(",")[2] == "0")
+    g0[0], g0[fd] = TWO[1], f"{float(g0[fd]) + 0.01:.5f}"
+    earlier.write_text("\n".join([lines[0], ",".join(g0)]) + "\n")
+    with pytest.raises(CommandError, match=rf"earlier/metrics.csv: {re.escape(TWO[1])}, seed 0, G0 has fd .* cannot join"):
+        call_command("study", "--name", "part", "--report-only", "--include", str(earlier), "--output", str(tmp_path))
+    with pytest.raises(CommandError, match="cannot read earlier/missing.csv"):
+        call_command("study", "--name", "part", "--report-only", "--include", str(tmp_path / "earlier" / "missing.csv"),
+                     "--output", str(tmp_path))
+
+
+def test_runs_read_back_join_a_study_only_as_parts_of_it():
+    plan = StudyPlan(base=preset("digits-tiny"), seeds=(0, 1, 2), generations=3, reservoir=600,
+                     variants=(Variant("fully-synthetic", "human"),))
+    other = StudyPlan(base=plan.base, seeds=plan.seeds, generations=3, reservoir=600,
+                      variants=(Variant("fully-synthetic", "none"),))
+    both = StudyPlan(base=plan.base, seeds=plan.seeds, generations=3, reservoir=600, variants=plan.variants + other.variants)
+    results = synthetic_results(both, shift=0.2)
+    for seed in plan.seeds:  # every variant of a seed starts from the same G0
+        results[(other.variants[0].name, seed, 0)] = results[(plan.variants[0].name, seed, 0)]
+    mine = {key: row for key, row in results.items() if key[0] == plan.variants[0].name}
+    run = read_metrics_csv(metrics_csv(other, results))
+    assert run[("fully-synthetic/none", 1, 2)]["fd"] == pytest.approx(results[("fully-synthetic/none", 1, 2)]["fd"], abs=1e-5)
+
+    joined, merged, taken = include_runs(plan, mine, {"earlier": run})
+    assert [v.name for v in joined.variants] == ["fully-synthetic/human", "fully-synthetic/none"]
+    assert taken == {"earlier": ["fully-synthetic/none"]} and len(merged) == 2 * 3 * 3
+    labels = {c.label for c in comparisons(joined, merged)}
+    assert "fully-synthetic/human G2 − fully-synthetic/none G2" in labels
+    # Read back with the study's own variant in it too: that variant is checked, not taken.
+    assert include_runs(plan, mine, {"all": read_metrics_csv(metrics_csv(both, results))})[2] == {
+        "all": ["fully-synthetic/none"]}
+
+    def refused(run: dict, match: str) -> None:
+        with pytest.raises(ConfigError, match=match):
+            include_runs(plan, mine, {"earlier": run})
+
+    refused({**run, ("fully-synthetic/none", 2, 0): {**run[("fully-synthetic/none", 2, 0)], "recall": 0.5}},
+            "seed 2, G0 has recall 0.50000 there")
+    refused({k: v for k, v in run.items() if k[1] != 1}, "fully-synthetic/none has no G0 for seed 1")
+    refused({("loop/no", 0, 0): {}}, "unknown variant 'loop/no'")
+    refused({key: row for key, row in run.items() if key[2] > 0} | {("fully-synthetic/none", s, 0): {} for s in (0, 1, 2)},
+            "shares no finished generation")
+    with pytest.raises(ConfigError, match="no generation, seed column"):
+        read_metrics_csv("variant,fd\nx,1\n")
+    with pytest.raises(ConfigError, match="line 3 of the metrics.csv"):
+        read_metrics_csv("variant,seed,generation,fd\nx,0,0,1.0\nx,0,1,high\n")
 
 
 def synthetic_results(plan: StudyPlan, shift: float, noise: float = 0.01) -> dict:

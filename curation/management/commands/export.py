@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from curation.management.database import require_migrated
 from curation.exports import (
     ExportError, collect_records, dataset_card, push_to_hub, verdict_counts, write_export,
 )
@@ -42,6 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--private", action="store_true", help="--push-to-hub: create the repository private.")
 
     def handle(self, *args, **options) -> None:
+        require_migrated()
         experiment = Experiment.objects.filter(pk=options["experiment"]).first()
         if experiment is None:
             raise CommandError(f"no experiment {options['experiment']}; `python manage.py shell` or /experiments/ lists them")

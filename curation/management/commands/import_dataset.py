@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from curation.management.database import require_migrated
 from curation.datasets import import_image_folder
 from training.image_folder import MAX_SIDE, ImportProblem
 
@@ -20,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True, help="The dataset's name, as experiments will refer to it.")
 
     def handle(self, *args, **options) -> None:
+        require_migrated()
         try:
             dataset = import_image_folder(source=options["path"], name=options["name"])
         except ImportProblem as error:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from curation.management.database import require_migrated
 from curation import pipeline
 from training.files import write_atomically
 from curation.datasets import ensure_digits_dataset, real_models
@@ -40,6 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", required=True, help="Where to write the JSON report.")
 
     def handle(self, *args, **options) -> None:
+        require_migrated()
         config = self._config(options)
         ensure_digits_dataset()
         name = options["name"] or f"{options['preset']} {config.mix.loop} {config.curation.policy}"

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from curation.management.database import require_migrated
 from curation.management.set_option import add_set_argument, parse_set
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.study import StudyPlan, lever_variants, study_variants
@@ -48,9 +49,13 @@ class Command(BaseCommand):
         parser.add_argument("--queue", action="store_true",
                             help="Hand the experiments to the Celery workers instead of running them here.")
         parser.add_argument("--report-only", action="store_true", help="Write the report from what has finished.")
+        parser.add_argument("--include", action="append", default=[], metavar="METRICS_CSV",
+                            help="An earlier run's metrics.csv whose other variants join the report (a study run in "
+                                 "parts: the same settings and seeds; their shared generations must agree). Repeatable.")
         add_set_argument(parser)
 
     def handle(self, *args, **options) -> None:
+        require_migrated()
         device = resolve_device(settings.OUROBOROS_DEVICE)
         study = self._study(options, device.type)
         plan = StudyPlan.from_dict(study.plan)
@@ -91,7 +96,8 @@ class Command(BaseCommand):
         try:
             report = write_study_report(study=study, output=Path(options["output"]), machine=machine,
                                         device=device.type, seconds=time.monotonic() - started,
-                                        variants=_names(options["variants"]) if options["report_only"] else ())
+                                        variants=_names(options["variants"]) if options["report_only"] else (),
+                                        include=tuple(Path(path) for path in options["include"]))
         except CurationError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(self.style.SUCCESS(f"wrote {report}"))
