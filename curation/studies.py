@@ -150,16 +150,20 @@ def run_study(*, study: Study, workers: int = 1, progress: Optional[ProgressCall
                              initargs=(threads,)) as pool:
         running: dict = {}
         while queue or running:
-            for pk in sorted(set(queue) - set(running.values()), key=queue.get)[:workers - len(running)]:
+            started = sorted(set(queue) - set(running.values()), key=queue.get)[:workers - len(running)]
+            for pk in started:
                 running[pool.submit(study_worker.run_generation_of, pk)] = pk
-            for future in [f for f in running if f.done()]:
+            finished = [f for f in running if f.done()]
+            for future in finished:
                 pk = running.pop(future)
                 index = future.result()
                 if index is None:
                     del queue[pk]
                 else:
                     queue[pk] = (queue[pk][0], index, *queue[pk][2:])
-            report(f"{total_steps - len(queue)}/{total_steps} experiments finished, {len(running)} generations running")
+            if started or finished:  # (the counts are read from the database: not every half second)
+                report(f"{total_steps - len(queue)}/{total_steps} experiments finished, "
+                       f"{len(running)} generations running")
             if running:
                 time.sleep(0.5)
     return list(study.experiments.exclude(status=Experiment.Status.DONE))
