@@ -239,20 +239,21 @@ def test_runs_read_back_join_a_study_only_as_parts_of_it():
     assert taken == {"earlier": ["fully-synthetic/none"]} and len(merged) == 2 * 3 * 3
     labels = {c.label for c in comparisons(joined, merged)}
     assert "fully-synthetic/human G2 − fully-synthetic/none G2" in labels
-    # Read back with the study's own variant in it too: that variant is checked, not taken.
-    assert include_runs(plan, mine, {"all": read_metrics_csv(metrics_csv(both, results))})[2] == {
-        "all": ["fully-synthetic/none"]}
+    # Read back with the study's own variant in it too: that variant is not taken from it.
+    joined, merged, taken = include_runs(plan, mine, {"all": read_metrics_csv(metrics_csv(both, results))})
+    assert taken == {"all": ["fully-synthetic/none"]} and merged[("fully-synthetic/human", 1, 2)] is mine[
+        ("fully-synthetic/human", 1, 2)]
 
-    def refused(run: dict, match: str) -> None:
+    def refused(run: dict, match: str, results: dict = mine) -> None:
         with pytest.raises(ConfigError, match=match):
-            include_runs(plan, mine, {"earlier": run})
+            include_runs(plan, results, {"earlier": run})
 
     refused({**run, ("fully-synthetic/none", 2, 0): {**run[("fully-synthetic/none", 2, 0)], "recall": 0.5}},
-            "seed 2, G0 has recall 0.50000 there")
+            "fully-synthetic/none, seed 2, G0 has recall 0.50000 there")
     refused({k: v for k, v in run.items() if k[1] != 1}, "fully-synthetic/none has no G0 for seed 1")
     refused({("loop/no", 0, 0): {}}, "unknown variant 'loop/no'")
-    refused({key: row for key, row in run.items() if key[2] > 0} | {("fully-synthetic/none", s, 0): {} for s in (0, 1, 2)},
-            "shares no finished generation")
+    refused(run | {("fully-synthetic/none", s, 0): {"accepted": 3} for s in (0, 1, 2)}, "G0 of seed 0 has none of")
+    refused(run, "not finished the G0 of seed 2", {k: v for k, v in mine.items() if k[1] != 2})
     with pytest.raises(ConfigError, match="no generation, seed column"):
         read_metrics_csv("variant,fd\nx,1\n")
     with pytest.raises(ConfigError, match="line 3 of the metrics.csv"):
