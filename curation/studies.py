@@ -249,8 +249,13 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
     from curation.ml.study import headline_markdown
 
     plan = StudyPlan.from_dict(study.plan)
-    if variants:
-        plan = dataclasses.replace(plan, variants=variants_named(study, variants))
+    if variants:  # the study's own, and (where runs are included) those to take from them
+        own = {v.name for v in plan.variants}
+        mine = tuple(name for name in variants if name in own or not include)
+        if not mine:
+            raise CurationError(f"name at least one of study {study.name!r}'s own variants: its G0s are what the "
+                                f"included runs are checked against")
+        plan = dataclasses.replace(plan, variants=variants_named(study, mine))
     measure_chance(study)
     results = study_results(study)
     if not results:
@@ -265,9 +270,15 @@ def write_study_report(*, study: Study, output: Path, seconds: float, machine: s
         except ConfigError as error:
             raise CurationError(f"{source}: {error}") from error
     try:
-        plan, results, included = include_runs(plan, results, runs)
+        plan, results, included = include_runs(plan, results, runs, wanted=variants or None)
     except ConfigError as error:
         raise CurationError(str(error)) from error
+    if variants:  # in the order named
+        found = {v.name: v for v in plan.variants}
+        missing = [name for name in variants if name not in found]
+        if missing:
+            raise CurationError(f"neither study {study.name!r} nor the included runs have variant {missing[0]!r}")
+        plan = dataclasses.replace(plan, variants=tuple(found[name] for name in variants))
     floor = study_floor(study)
     output.mkdir(parents=True, exist_ok=True)
     found = comparisons(plan, results)

@@ -526,13 +526,14 @@ def read_metrics_csv(text: str) -> Results:
     return results
 
 
-def include_runs(plan: StudyPlan, results: Results, runs: dict[str, Results]) -> tuple[StudyPlan, Results, dict]:
+def include_runs(plan: StudyPlan, results: Results, runs: dict[str, Results],
+                 wanted: Optional[tuple[str, ...]] = None) -> tuple[StudyPlan, Results, dict]:
     """The study with the variants of earlier runs added (each run's metrics.csv read back, by its name
-    in `runs`): a study run in parts, on other days or machines, by the same code. Every variant of a
-    seed starts from the same G0, so each added variant's G0 must agree with the study's own on the
-    metrics a rerun reproduces, for every seed of the study, or the run is not a part of it (other
-    settings, data or code): ConfigError. Variants the study has are not taken from a run. Returns the
-    plan, the results and, per run, the variants taken."""
+    in `runs`; only those `wanted` names, where given): a study run in parts, on other days or machines,
+    by the same code. Every variant of a seed starts from the same G0, so each added variant's G0 must
+    agree with the study's own on the metrics a rerun reproduces, for every seed of the study, or the run
+    is not a part of it (other settings, data or code): ConfigError. Variants the study has are not taken
+    from a run. Returns the plan, the results and, per run, the variants taken."""
     known = {v.name: v for v in study_variants() + lever_variants()}
     own = {v.name for v in plan.variants}
     first = plan.variants[0].name
@@ -546,7 +547,7 @@ def include_runs(plan: StudyPlan, results: Results, runs: dict[str, Results]) ->
         unknown = [name for name in names if name not in known and name not in own]
         if unknown:
             raise ConfigError(f"{source}: unknown variant {unknown[0]!r}")
-        added = [known[name] for name in names if name not in own]
+        added = [known[name] for name in names if name not in own and (wanted is None or name in wanted)]
         for variant in added:
             for seed in plan.seeds:
                 if (variant.name, seed, 0) not in run:

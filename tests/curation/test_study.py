@@ -209,6 +209,17 @@ def test_a_report_joins_the_variants_of_an_earlier_run_when_their_shared_generat
     assert f"{TWO[1]} G1 − {TWO[0]} G1" in report  # compared seed by seed with this study's own variants
     with (tmp_path / "both" / "metrics.csv").open() as handle:
         assert {row["variant"] for row in csv.DictReader(handle)} == set(TWO)
+    # Chosen by name, the study's own and the earlier run's alike, in the order named.
+    call_command("study", "--name", "part", "--report-only", "--include", str(earlier), "--output", str(tmp_path / "some"),
+                 "--variants", f"{TWO[1]},{TWO[0]}")
+    headline = (tmp_path / "some" / "headline.md").read_text()
+    assert headline.index(f"| {TWO[1]} |") < headline.index(f"| {TWO[0]} |")
+    with pytest.raises(CommandError, match="name at least one of study 'part'"):
+        call_command("study", "--name", "part", "--report-only", "--include", str(earlier), "--output", str(tmp_path),
+                     "--variants", TWO[1])
+    with pytest.raises(CommandError, match="nor the included runs have variant 'loop/no'"):
+        call_command("study", "--name", "part", "--report-only", "--include", str(earlier), "--output", str(tmp_path),
+                     "--variants", f"{TWO[0]},loop/no")
     # A run whose G0 differs ran other settings or data: refused, naming what disagrees.
     fd = lines[0].split(",").index("fd")
     g0 = next(line.split(",") for line in lines[1:] if line.split(",")[2] == "0")

@@ -40,7 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--seeds", type=int, default=5, help="Number of seeds (0..S-1); default 5.")
         parser.add_argument("--preset", help="Configuration preset; default study-cpu on a CPU, study-gpu on CUDA.")
         parser.add_argument("--variants", help="Comma-separated subset of variant names (default: all); with "
-                                               "--report-only, the variants the report covers.")
+                                               "--report-only, the variants the report covers, in that order "
+                                               "(the study's own, and with --include an earlier run's).")
         parser.add_argument("--first", help="Comma-separated variant names to run ahead of the others.")
         parser.add_argument("--levers", action="store_true",
                             help="Study the levers of curation (verifier, resampling, all real data kept with "
