@@ -241,7 +241,7 @@ def measure_chance(study: Study) -> int:
     return measured
 
 
-def write_study_report(*, study: Study, output: Path, seconds: float, machine: str, device: str,
+def write_study_report(*, study: Study, output: Path, seconds: Optional[float], machine: str, device: str,
                        variants: tuple[str, ...] = (), include: tuple[Path, ...] = ()) -> Path:
     """report.md, headline.md, differences, metrics.csv and one plot per metric with 95% bands, under
     `output`: over every variant, or over `variants` alone (compared where those have all arrived), with

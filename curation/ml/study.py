@@ -592,11 +592,12 @@ def curve_series(plan: StudyPlan, results: Results, metric: str) -> dict:
     return series
 
 
-def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list, *, seconds: float,
+def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list, *, seconds: Optional[float],
                     step_seconds: float, machine: str, device: str, plots: list[str],
                     included: Optional[dict] = None) -> str:
-    """The report; `included`: per earlier run, the variants read from its metrics.csv (`include_runs`),
-    whose recorded step seconds `step_seconds` counts."""
+    """The report; `seconds`: how long the invocation that ran experiments took (None: it only reported);
+    `included`: per earlier run, the variants read from its metrics.csv (`include_runs`), whose recorded
+    step seconds `step_seconds` counts."""
     base = plan.base
     last = plan.generations - 1
     complete = reached(plan, results)
@@ -604,12 +605,15 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
     included = {source: names for source, names in (included or {}).items() if names}
     experiments = len(plan.variants) * len(plan.seeds)
     read = [f"{', '.join(names)} from `{source}`" for source, names in included.items()]
+    elsewhere = sum(map(len, included.values())) * len(plan.seeds)
+    ran = (f"{experiments} ordinary experiments run by the product's pipeline" if not elsewhere else
+           f"{experiments} ordinary experiments run by the product's pipeline ({elsewhere} of them in earlier runs, "
+           f"below)")
     lines = [
         "# Collapse study",
         "",
         f"{len(plan.variants)} loop variants × {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))}) × "
-        f"G0–G{last}: {experiments} ordinary experiments run by the product's pipeline, "
-        f"every variant of a seed starting from the same G0. Preset `{plan.preset or 'custom'}`; real pool "
+        f"G0–G{last}: {ran}, every variant of a seed starting from the same G0. Preset `{plan.preset or 'custom'}`; real pool "
         f"{base.pool_size} drawn from the training split, training sets of {base.mix.train_size}, "
         f"{base.samples_per_generation} samples per generation, simulated raters "
         f"({len(base.rating.panel)}-rater panel, {base.rating.votes_per_sample} votes per sample) on "
@@ -624,7 +628,8 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
            f"tables compare them there (resume with the same --name).", ""] if complete < last else []),
         f"The steps of its {experiments} experiments took {step_seconds / 3600:.2f} h in "
         f"all (training, sampling, rating, curating; summed over experiments run side by side) on "
-        f"{machine or platform.machine()}, device `{device}`; the last invocation ran {seconds / 60:.1f} min.",
+        f"{machine or platform.machine()}, device `{device}`"
+        + (f"; the last invocation ran {seconds / 60:.1f} min." if seconds is not None else "."),
         "",
         "Every metric is measured on the **held-out test split** (never trained on, never shown to the curators) "
         f"at matched sizes ({floor.get('sample_size', '?')} samples against as many test images, averaged over "

@@ -205,6 +205,8 @@ def test_a_report_joins_the_variants_of_an_earlier_run_when_their_shared_generat
     report = (tmp_path / "both" / "report.md").read_text()
     assert f"**Run in parts:** this report reads variants from earlier runs' metrics.csv: {TWO[1]} from " \
            f"`earlier/metrics.csv`" in report and str(tmp_path) not in report
+    assert "2 ordinary experiments run by the product's pipeline (1 of them in earlier runs, below)" in report
+    assert "last invocation" not in report  # (it only reported)
     assert f"| {TWO[1]} |" in (tmp_path / "both" / "headline.md").read_text()
     assert f"{TWO[1]} G1 − {TWO[0]} G1" in report  # compared seed by seed with this study's own variants
     with (tmp_path / "both" / "metrics.csv").open() as handle:

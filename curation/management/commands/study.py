@@ -96,7 +96,8 @@ class Command(BaseCommand):
         machine = f"{os.cpu_count()} CPU cores, {gpu}, {platform.system()} {platform.machine()}"
         try:
             report = write_study_report(study=study, output=Path(options["output"]), machine=machine,
-                                        device=device.type, seconds=time.monotonic() - started,
+                                        device=device.type,
+                                        seconds=None if options["report_only"] else time.monotonic() - started,
                                         variants=_names(options["variants"]) if options["report_only"] else (),
                                         include=tuple(Path(path) for path in options["include"]))
         except CurationError as error:
