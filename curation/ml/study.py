@@ -499,12 +499,15 @@ def _cell(value) -> str:
 
 # --- a study in parts ------------------------------------------------------------------------------
 
-# A rerun of the same code, settings, data and seed on a CPU trains the same G0 (the same figures to a
-# metrics.csv's five decimals); later generations agree up to floating-point differences (the uncurated
-# fully-synthetic loop's G1-G2 rerun: within 0.0001 in FD, one sample of 269 in precision and recall). So
-# G0, which every variant of a seed shares, is what two parts of one study must agree on, in these
-# metrics; the columns read back as counts.
+# A rerun of the same code, settings, data and seed on a CPU trains the same G0, and its figures agree up
+# to floating-point differences between processes: the same G0 measured by two experiments of one study
+# differs by one nearest-neighbour decision in 2,690 at most (coverage 0.0004), and later generations by
+# as little (the uncurated fully-synthetic loop's G1-G2 rerun: within 0.0001 in FD, 0.0004 in precision
+# and recall). So G0, which every variant of a seed shares, is what two parts of one study must agree on,
+# in these metrics, within AGREE (absolute, plus as much relative): a change of settings, data or seed
+# moves G0's FD by a few hundredths. The columns read back as counts.
 REPRODUCED = ("fd", "kid", "precision", "recall", "density", "coverage", "memorization")
+AGREE = 0.001
 COUNTS = ("classes_covered", "accepted")
 
 
@@ -569,7 +572,7 @@ def _agree(source: str, key: tuple, mine: dict, theirs: dict) -> int:
     shared = [metric for metric in REPRODUCED if mine.get(metric) is not None and theirs.get(metric) is not None]
     for metric in shared:
         a, b = mine[metric], theirs[metric]
-        if abs(a - b) > 1e-5 + 1e-4 * abs(a):
+        if abs(a - b) > AGREE * (1 + abs(a)):
             name, seed, generation = key
             raise ConfigError(f"{source}: {name}, seed {seed}, G{generation} has {metric} {b:.5f} there and {a:.5f} "
                               f"here: not the same code, settings or data, so its rows cannot join this report")
@@ -622,7 +625,7 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
         *([f"Settings changed from the preset: {'; '.join(changed)}.", ""] if changed else []),
         *([f"**Run in parts:** this report reads variants from earlier runs' metrics.csv: {'; '.join(read)}. Every "
            f"variant of a seed starts from the same G0, and each of theirs agrees with this study's on "
-           f"{', '.join(REPRODUCED)} to five decimals for every seed; their experiments are not in this database "
+           f"{', '.join(REPRODUCED)} within {AGREE} (floating-point differences) for every seed; their experiments are not in this database "
            f"(no sample grids).", ""] if included else []),
         *([f"**Stopped early:** every experiment has finished G0–G{complete} of the planned G0–G{last}; the "
            f"tables compare them there (resume with the same --name).", ""] if complete < last else []),
