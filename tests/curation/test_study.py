@@ -225,7 +225,7 @@ def test_a_report_joins_the_variants_of_an_earlier_run_when_their_shared_generat
     # A run whose G0 differs ran other settings or data: refused, naming what disagrees.
     fd = lines[0].split(",").index("fd")
     g0 = next(line.split(",") for line in lines[1:] if line.split(",")[2] == "0")
-    g0[0], g0[fd] = TWO[1], f"{float(g0[fd]) + 0.01:.5f}"
+    g0[0], g0[fd] = TWO[1], f"{float(g0[fd]) * 1.05 + 0.05:.5f}"
     earlier.write_text("\n".join([lines[0], ",".join(g0)]) + "\n")
     with pytest.raises(CommandError, match=rf"earlier/metrics.csv: {re.escape(TWO[1])}, seed 0, G0 has fd .* cannot join"):
         call_command("study", "--name", "part", "--report-only", "--include", str(earlier), "--output", str(tmp_path))
