@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from curation.ml.experiment_config import ConfigError, preset
 from curation.ml.study import (
     StudyPlan, Variant, beats_chance, chance_markdown, chance_statements, comparisons, goal_markdown, goal_rows,
-    goal_statements, include_runs, lever_variants, metrics_csv, read_metrics_csv, report_generations, study_variants,
+    goal_statements, headline_table, include_runs, lever_variants, metrics_csv, read_metrics_csv, report_generations, study_variants,
     uncurated,
 )
 from curation.models import Experiment, Generation, Study
@@ -232,6 +232,20 @@ def test_a_report_joins_the_variants_of_an_earlier_run_when_their_shared_generat
     with pytest.raises(CommandError, match="cannot read earlier/missing.csv"):
         call_command("study", "--name", "part", "--report-only", "--include", str(tmp_path / "earlier" / "missing.csv"),
                      "--output", str(tmp_path))
+
+
+def test_the_g0_row_costs_what_training_each_seeds_g0_took():
+    plan = StudyPlan(base=preset("digits-tiny"), seeds=(0, 1, 2), generations=2, reservoir=600,
+                     variants=(Variant("fully-synthetic", "none"), Variant("fully-synthetic", "human")))
+    results = synthetic_results(plan, shift=0.0)
+    trained = {(0, 0): 300.0, (0, 1): 310.0, (1, 2): 290.0}  # (variant, seed): the experiment that trained it
+    for n, variant in enumerate(plan.variants):
+        for seed in plan.seeds:
+            results[(variant.name, seed, 0)]["step_seconds"] = trained.get((n, seed), 5.0)  # the others copy it
+            results[(variant.name, seed, 1)]["step_seconds"] = 40.0 + n
+    header, rows = headline_table(plan, results, floor={})
+    assert header[-1] == "s/generation"
+    assert [row[-1] for row in rows] == ["–", "300", "40", "41"]
 
 
 def test_runs_read_back_join_a_study_only_as_parts_of_it():
