@@ -286,13 +286,13 @@ def _cost(plan: StudyPlan, results: Results, variant: str, generations: list[int
 
 
 def _g0_cost(plan: StudyPlan, results: Results) -> str:
-    """What a seed's G0 cost: the experiment that trained it (the others take its weights from the
-    training cache, in seconds), the median over seeds."""
-    seconds = np.array([np.nanmax(column) if (~np.isnan(column)).any() else np.nan for column in (
-        np.array([results.get((v.name, seed, 0), {}).get("step_seconds", np.nan) for v in plan.variants], dtype=float)
-        for seed in plan.seeds)])
-    seconds = seconds[~np.isnan(seconds)]
-    return f"{np.median(seconds):.0f}" if len(seconds) else "–"
+    """What a seed's G0 cost: the experiment that trained it (the others, of any variant, take its weights
+    from the training cache in seconds), the median over seeds."""
+    trained: dict[int, float] = {}
+    for (_, seed, generation), row in results.items():
+        if generation == 0 and seed in plan.seeds and row.get("step_seconds") is not None:
+            trained[seed] = max(trained.get(seed, 0.0), float(row["step_seconds"]))
+    return f"{np.median(list(trained.values())):.0f}" if trained else "–"
 
 
 def differences_markdown(found: list) -> str:
