@@ -274,11 +274,11 @@ def write_study_report(*, study: Study, output: Path, seconds: Optional[float], 
     except ConfigError as error:
         raise CurationError(str(error)) from error
     if variants:  # in the order named
-        found = {v.name: v for v in plan.variants}
-        missing = [name for name in variants if name not in found]
+        by_name = {v.name: v for v in plan.variants}
+        missing = [name for name in variants if name not in by_name]
         if missing:
             raise CurationError(f"neither study {study.name!r} nor the included runs have variant {missing[0]!r}")
-        plan = dataclasses.replace(plan, variants=tuple(found[name] for name in variants))
+        plan = dataclasses.replace(plan, variants=tuple(by_name[name] for name in variants))
     floor = study_floor(study)
     output.mkdir(parents=True, exist_ok=True)
     found = comparisons(plan, results)
@@ -293,8 +293,8 @@ def write_study_report(*, study: Study, output: Path, seconds: Optional[float], 
     step_seconds = sum(sum(g.values()) for g in Generation.objects.filter(
         experiment__study=study, experiment__study_variant__in=[v.name for v in plan.variants]).values_list(
         "timings", flat=True))  # (of the variants reported)
-    step_seconds += sum(row.get("step_seconds", 0.0) for (name, _, _), row in results.items()
-                        if any(name in names for names in included.values()))
+    read = {name for names in included.values() for name in names}  # (their steps, as those runs recorded them)
+    step_seconds += sum(row.get("step_seconds", 0.0) for (name, _, _), row in results.items() if name in read)
     report = report_markdown(plan, results, floor, found, seconds=seconds, step_seconds=step_seconds, machine=machine,
                              device=device, plots=plots, included=included)
     write_atomically(output / "report.md", report.encode())

@@ -619,9 +619,8 @@ def report_markdown(plan: StudyPlan, results: Results, floor: dict, found: list,
     experiments = len(plan.variants) * len(plan.seeds)
     read = [f"{', '.join(names)} from `{source}`" for source, names in included.items()]
     elsewhere = sum(map(len, included.values())) * len(plan.seeds)
-    ran = (f"{experiments} ordinary experiments run by the product's pipeline" if not elsewhere else
-           f"{experiments} ordinary experiments run by the product's pipeline ({elsewhere} of them in earlier runs, "
-           f"below)")
+    ran = f"{experiments} ordinary experiments run by the product's pipeline" + (
+        f" ({elsewhere} of them in earlier runs, below)" if elsewhere else "")
     lines = [
         "# Collapse study",
         "",

@@ -52,7 +52,7 @@ class Command(BaseCommand):
         parser.add_argument("--report-only", action="store_true", help="Write the report from what has finished.")
         parser.add_argument("--include", action="append", default=[], metavar="METRICS_CSV",
                             help="An earlier run's metrics.csv whose other variants join the report (a study run in "
-                                 "parts: the same settings and seeds; their shared generations must agree). Repeatable.")
+                                 "parts: the same code, settings and seeds; each seed's G0 must agree). Repeatable.")
         add_set_argument(parser)
 
     def handle(self, *args, **options) -> None:
