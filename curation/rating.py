@@ -41,7 +41,7 @@ from curation.models import (
     Claim, Experiment, Generation, GoldAnswer, GoldItem, Rater, Sample, Vote, VoteEvent, new_claim_token,
 )
 from curation.services import CurationError
-from curation.sql import converted, cursor as sql_cursor, execute, loaded
+from curation.sql import commit_without_flush, converted, cursor as sql_cursor, execute, loaded
 
 Clock = Callable[[], datetime.datetime]
 
@@ -618,6 +618,7 @@ def next_items(*, rater: Rater, count: int, exclude: tuple = (), clock: Clock = 
     now = clock()
     exclude = set(exclude)
     with transaction.atomic():
+        commit_without_flush()  # claims are leases: one lost in a crash is served again, not miscounted
         generations = open_generations(rater, _start_of_day(clock)) if with_counters else open_generations()
         by_id = {g.pk: g for g in generations}
         latest_open = {g.experiment_id: g for g in generations}  # ordered by pk: the newest wins

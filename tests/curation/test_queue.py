@@ -305,3 +305,32 @@ def test_on_postgresql_the_rating_statements_are_prepared_and_still_logged(gener
         prepared = [statement for (statement,) in cursor.fetchall()]
     assert any("FOR UPDATE OF s SKIP LOCKED" in statement for statement in prepared)  # the queue's candidates
     assert any(statement.startswith("INSERT INTO curation_vote") for statement in prepared)  # and the vote
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_claims_commit_without_waiting_for_the_disk_and_votes_wait(generation):
+    """A claim is a lease (one lost in a crash is served again); a vote is not, and its flush covers
+    every earlier commit. Only `next`'s own transaction is changed, never a caller's."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's; SQLite's WAL commits without a flush already")
+
+    def synchronous_commit():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    alice = human_rater("alice")
+    with CaptureQueriesContext(connection) as claimed:
+        items = rating.next_items(rater=alice, count=3)
+    assert any(q["sql"] == "SET LOCAL synchronous_commit TO OFF" for q in claimed.captured_queries)
+    assert synchronous_commit() == "on"  # for that transaction alone
+    assert Claim.objects.filter(rater=alice).count() == 3  # committed
+    with CaptureQueriesContext(connection) as voted:
+        rating.cast(rater=alice, token=items[0]["token"], up=True, request_id="durable-1")
+    assert not any("synchronous_commit" in q["sql"] for q in voted.captured_queries)
+    with transaction.atomic():  # someone else's transaction keeps its commit as it is
+        rating.next_items(rater=alice, count=3)
+        assert synchronous_commit() == "on"
